@@ -1,0 +1,1 @@
+"""Algorithms: one folder per family, each a config dataclass plus a Builder."""

@@ -1,0 +1,30 @@
+"""The actor-critic builder: everything PPO and A2C are, nothing about where they run."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from shoal.agents.pg.actor import GreedyPolicy, RolloutActor, SamplingPolicy
+from shoal.agents.pg.config import ActorCriticConfig
+from shoal.agents.pg.learner import ActorCriticLearner
+from shoal.agents.pg.networks import ActorCritic
+from shoal.core.interfaces import Builder, Policy, Table
+
+
+class ActorCriticBuilder(Builder):
+    """Builds PPO or A2C pieces from an :class:`ActorCriticConfig`."""
+
+    config: ActorCriticConfig
+
+    def make_networks(self) -> ActorCritic:
+        c = self.config
+        return ActorCritic(self.env_spec, c.hidden, c.activation, c.shared_torso, c.log_std_init, c.normalize_obs)
+
+    def make_policy(self, networks: nn.Module, evaluation: bool) -> Policy:
+        return GreedyPolicy(networks) if evaluation else SamplingPolicy(networks, self.seed)
+
+    def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1, seed: int = 0) -> RolloutActor:
+        return RolloutActor(networks, self.env_spec, self.config.rollout_length, num_envs, seed)
+
+    def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> ActorCriticLearner:
+        return ActorCriticLearner(networks, self.config, self.total_steps, self.seed, self.device)

@@ -1,0 +1,105 @@
+"""Hyperparameters of the actor-critic family (PPO and A2C share one learner)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from shoal.config import in_range, positive, require
+
+
+@dataclass
+class ActorCriticConfig:
+    """Settings shared by PPO and A2C."""
+
+    loss: Literal["clip", "kl_penalty", "a2c"] = "clip"
+    """Policy objective: PPO clipped surrogate, PPO adaptive KL penalty, or the plain A2C gradient."""
+    num_envs: int = 8
+    """Env copies stepped by each actor."""
+    rollout_length: int = 32
+    """Steps per env copy between updates (the rollout is [rollout_length, num_envs * num_actors])."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda (1.0: Monte-Carlo advantages, 0.0: one-step TD)."""
+    lr: float = 3e-4
+    """Learning rate."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """constant, or linear decay to 0 over the run."""
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    """Optimiser."""
+    optimizer_eps: float = 1e-5
+    """Epsilon of the optimiser's denominator."""
+    epochs: int = 10
+    """Passes over each rollout."""
+    minibatch_size: int = 64
+    """Samples per gradient step (0: the whole rollout)."""
+    clip: float = 0.2
+    """PPO clip range epsilon (loss=clip)."""
+    clip_schedule: Literal["constant", "linear"] = "constant"
+    """constant, or linear decay of the clip range to 0 over the run."""
+    kl_target: float = 0.01
+    """Target KL d for the adaptive penalty (loss=kl_penalty): beta halves below d/1.5, doubles above 1.5d."""
+    kl_beta: float = 1.0
+    """Initial KL penalty coefficient beta (loss=kl_penalty)."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip (0: off)."""
+    normalize_advantages: bool = True
+    """Standardise advantages per minibatch."""
+    clip_value_loss: bool = False
+    """Clip the value update around the old values with the same clip range."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the policy and value MLPs."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or silu."""
+    shared_torso: bool = False
+    """One torso for policy and value (always true for image observations)."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of Gaussian policies."""
+    normalize_obs: bool = False
+    """Normalise observations with running statistics (saved in the checkpoint)."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of the discounted return."""
+
+    def __post_init__(self) -> None:
+        positive(self, "num_envs", "rollout_length", "lr", "epochs", "optimizer_eps")
+        in_range(self, "gamma", 0.0, 1.0)
+        in_range(self, "gae_lambda", 0.0, 1.0)
+        require(self.minibatch_size >= 0, f"minibatch_size must be >= 0 (0 = whole rollout), got {self.minibatch_size}")
+        require(self.clip > 0, f"clip must be > 0, got {self.clip}")
+        positive(self, "kl_target", "kl_beta")
+        require(self.vf_coef >= 0 and self.ent_coef >= 0, "vf_coef and ent_coef must be >= 0")
+        require(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm}")
+        require(all(h > 0 for h in self.hidden), f"hidden sizes must be > 0, got {list(self.hidden)}")
+        require(self.activation in ("tanh", "relu", "elu", "silu"), f"activation must be tanh, relu, elu or silu; got {self.activation!r}")
+
+
+@dataclass
+class PPOConfig(ActorCriticConfig):
+    """PPO (Schulman et al. 2017): clipped surrogate or adaptive KL penalty."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.loss in ("clip", "kl_penalty"), f"ppo loss must be clip or kl_penalty, got {self.loss!r}")
+
+
+@dataclass
+class A2CConfig(ActorCriticConfig):
+    """A2C: synchronous advantage actor-critic, one gradient step per rollout."""
+
+    loss: Literal["clip", "kl_penalty", "a2c"] = "a2c"
+    rollout_length: int = 5
+    lr: float = 7e-4
+    optimizer: Literal["adam", "rmsprop"] = "rmsprop"
+    epochs: int = 1
+    minibatch_size: int = 0
+    gae_lambda: float = 1.0
+    normalize_advantages: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.loss == "a2c", f"a2c loss must be a2c, got {self.loss!r}")

@@ -1,0 +1,126 @@
+"""The actor-critic learner: GAE, then PPO epochs over minibatches or one A2C step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from shoal.agents.pg.config import ActorCriticConfig
+from shoal.agents.pg.loss import (adapt_kl_beta, explained_variance, policy_gradient_loss, ppo_clip_loss,
+                                  ppo_kl_penalty_loss, value_loss)
+from shoal.agents.pg.networks import ActorCritic
+from shoal.core.interfaces import Learner
+from shoal.core.types import Rollout
+from shoal.returns import fold_truncation, gae
+from shoal.run.optim import make_optimizer, optimizer_state, load_optimizer_state
+
+
+def linear(value: float, progress: float, schedule: str) -> float:
+    """``value`` decayed linearly to 0 as ``progress`` goes 0 -> 1 (or constant)."""
+    return value * max(0.0, 1.0 - progress) if schedule == "linear" else value
+
+
+class ActorCriticLearner(Learner):
+    """PPO (clip or adaptive KL) and A2C, selected by ``config.loss``."""
+
+    def __init__(self, net: ActorCritic, cfg: ActorCriticConfig, total_steps: int, seed: int, device: str = "cpu") -> None:
+        self.net = net.to(device)
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.total_steps = max(1, total_steps)
+        self.opt = make_optimizer(cfg.optimizer, self.net.parameters(), cfg.lr, cfg.optimizer_eps)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.version = 0
+        self.env_steps = 0
+        self.beta = cfg.kl_beta
+
+    def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
+        return self.version, {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+
+    def step(self, data: Any = None) -> dict[str, float]:
+        rollout = Rollout.concat(data) if isinstance(data, list) else data
+        cfg, dev = self.cfg, self.device
+        progress = self.env_steps / self.total_steps
+        lr = linear(cfg.lr, progress, cfg.lr_schedule)
+        clip = linear(cfg.clip, progress, cfg.clip_schedule)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+        r = {n: getattr(rollout, n).to(dev) for n in Rollout._SEQ}
+        rewards, discounts = fold_truncation(r["rewards"], r["terminated"], r["truncated"], r["final_values"], cfg.gamma)
+        values = r["values"]
+        adv = gae(rewards, values, rollout.bootstrap_value.to(dev), discounts, cfg.gae_lambda)
+        returns = adv + values
+
+        n = rewards.numel()
+        flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
+        obs, actions, old_logp = flat(r["obs"]), flat(r["actions"]), flat(r["log_probs"])
+        old_params = flat(rollout.extras["policy_params"].to(dev))
+        adv, returns, old_values = flat(adv), flat(returns), flat(values)
+        mb = n if cfg.minibatch_size == 0 else min(cfg.minibatch_size, n)
+
+        stats = {"loss_pi": 0.0, "loss_v": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
+        count = 0
+        dist = self.net.dist
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(n, generator=self.gen).to(dev) if mb < n else None
+            for start in range(0, n - mb + 1, mb):
+                idx = perm[start:start + mb] if perm is not None else slice(None)
+                params, v = self.net(obs[idx])
+                logp = dist.log_prob(params, actions[idx])
+                a = adv[idx]
+                if cfg.normalize_advantages and a.numel() > 1:
+                    a = (a - a.mean()) / (a.std() + 1e-8)
+                ent = dist.entropy(params).mean()
+                clip_frac = torch.zeros(())
+                if cfg.loss == "clip":
+                    loss_pi, clip_frac = ppo_clip_loss(logp, old_logp[idx], a, clip)
+                    kl = dist.kl(old_params[idx], params).mean()
+                elif cfg.loss == "kl_penalty":
+                    kl_per = dist.kl(old_params[idx], params)
+                    loss_pi = ppo_kl_penalty_loss(logp, old_logp[idx], a, kl_per, self.beta)
+                    kl = kl_per.mean()
+                else:
+                    loss_pi = policy_gradient_loss(logp, a)
+                    kl = dist.kl(old_params[idx], params).mean()
+                loss_v = value_loss(v, returns[idx], old_values[idx], clip if cfg.clip_value_loss else None)
+                loss = loss_pi + cfg.vf_coef * loss_v - cfg.ent_coef * ent
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else torch.zeros(())
+                self.opt.step()
+                for k, val in (("loss_pi", loss_pi), ("loss_v", loss_v), ("entropy", ent), ("approx_kl", kl),
+                               ("clip_frac", clip_frac), ("grad_norm", gn)):
+                    stats[k] += float(val.detach())
+                count += 1
+
+        if cfg.loss == "kl_penalty":
+            # The paper adapts beta once per policy update, from the KL after the update.
+            with torch.no_grad():
+                params, _ = self.net(obs)
+                kl_after = float(dist.kl(old_params, params).mean())
+            self.beta = adapt_kl_beta(self.beta, kl_after, cfg.kl_target)
+        # Observation statistics move only after training on this rollout, so the
+        # actor and the learner normalised it identically.
+        self.net.obs_norm.update(r["obs"])
+        self.version += 1
+        self.env_steps += n
+        out = {k: v / max(count, 1) for k, v in stats.items()}
+        with torch.no_grad():
+            out["explained_variance"] = explained_variance(old_values, returns)
+        out.update(lr=lr, clip=clip, kl_beta=self.beta, policy_lag=float(self.version - 1 - rollout.policy_version))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"networks": self.net.state_dict(), "optimizer": optimizer_state(self.opt), "generator": self.gen.get_state(),
+                "version": self.version, "env_steps": self.env_steps, "beta": self.beta}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["networks"])
+        load_optimizer_state(self.opt, state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.version = int(state["version"])
+        self.env_steps = int(state["env_steps"])
+        self.beta = float(state["beta"])

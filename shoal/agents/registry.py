@@ -1,0 +1,79 @@
+"""The algorithm registry: name -> config class, builder and default topology.
+
+Entries name their modules as strings so that ``shoal list`` and config validation
+do not import every algorithm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from shoal.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    """How to build one algorithm."""
+
+    name: str
+    config: str  # "module:Class" of the config dataclass
+    builder: str  # "module:Class" of the Builder
+    topology: str  # default topology
+    summary: str
+    topologies: tuple[str, ...] = ()  # other topologies it supports
+
+    def config_cls(self) -> type:
+        return _load(self.config)
+
+    def builder_cls(self) -> type:
+        return _load(self.builder)
+
+    def defaults(self, env_id: str) -> dict[str, Any]:
+        """Per-env default hyperparameters shipped in ``shoal/configs/<algo>.yaml``."""
+        try:
+            text = resources.files("shoal.configs").joinpath(f"{self.name}.yaml").read_text()
+        except FileNotFoundError:
+            return {}
+        table = yaml.safe_load(text) or {}
+        out = dict(table.get("default", {}) or {})
+        bare = env_id.split("/", 1)[-1] if env_id.startswith("shoal/") else env_id
+        for key in (bare, env_id):
+            out.update(table.get(key, {}) or {})
+        return out
+
+
+def _load(path: str) -> Any:
+    mod, _, name = path.partition(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+ALGORITHMS: dict[str, AlgoSpec] = {}
+
+
+def register(spec: AlgoSpec) -> None:
+    """Add an algorithm (later registrations of the same name replace earlier ones)."""
+    ALGORITHMS[spec.name] = spec
+
+
+def get(name: str) -> AlgoSpec:
+    """The spec of algorithm ``name`` or a ConfigError listing the known ones."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(ALGORITHMS), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(ALGORITHMS))}"
+        raise ConfigError(f"unknown algorithm {name!r}; {hint}") from None
+
+
+_PG = "shoal.agents.pg"
+register(AlgoSpec("ppo", f"{_PG}.config:PPOConfig", f"{_PG}.builder:ActorCriticBuilder", "local",
+                  "Proximal Policy Optimization (clipped surrogate or adaptive KL penalty)"))
+register(AlgoSpec("a2c", f"{_PG}.config:A2CConfig", f"{_PG}.builder:ActorCriticBuilder", "local",
+                  "synchronous advantage actor-critic"))

@@ -1,0 +1,68 @@
+"""The backend interface: start nodes, call their methods, wait for results.
+
+A node is any plain Python class. ``spawn`` places an instance somewhere (this
+process, a Ray worker process, another machine) and returns a :class:`NodeHandle`
+whose ``call`` returns futures. Futures can be passed as arguments to other calls
+(a backend may then move the data directly between nodes) and resolved with
+:meth:`Backend.get`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+
+class Future(ABC):
+    """The pending result of a node call."""
+
+    @abstractmethod
+    def result(self) -> Any:
+        """Block until the value is ready and return it."""
+
+
+class NodeHandle(ABC):
+    """A reference to a node placed by a backend."""
+
+    @abstractmethod
+    def call(self, method: str, *args: Any, num_returns: int = 1, **kwargs: Any) -> Any:
+        """Call ``method`` on the node; returns a Future (or a tuple of ``num_returns`` futures)."""
+
+
+class Backend(ABC):
+    """Places nodes and moves data between them."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0, **kwargs: Any) -> NodeHandle:
+        """Create ``cls(*args, **kwargs)`` as a node and return its handle."""
+
+    def get(self, futures: Future | Sequence[Future]) -> Any:
+        """Resolve one future or a list of them (in order)."""
+        if isinstance(futures, Future):
+            return futures.result()
+        return [f.result() for f in futures]
+
+    @abstractmethod
+    def wait(self, futures: Sequence[Future], num_returns: int = 1, timeout: float | None = None) -> tuple[list[Future], list[Future]]:
+        """Split ``futures`` into ``(ready, not_ready)`` once ``num_returns`` are ready."""
+
+    def put(self, value: Any) -> Future:
+        """Store a value once so many calls can share it (a no-op in-process)."""
+        return Ready(value)
+
+    def shutdown(self) -> None:
+        """Stop every node this backend started."""
+
+
+class Ready(Future):
+    """A future whose value is already there."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value

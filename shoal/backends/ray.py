@@ -1,0 +1,123 @@
+"""The Ray backend: each node is a Ray actor, on this machine or a cluster.
+
+The only module in shoal that imports Ray. With no address it starts a private
+local Ray instance (dashboard off) and stops it on shutdown; with an address it
+connects to an existing cluster using the cluster's token authentication.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import ray
+
+from shoal.backends.base import Backend, Future, NodeHandle
+from shoal.errors import ShoalError
+
+
+class RayFuture(Future):
+    """Wraps a Ray ObjectRef."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: "ray.ObjectRef") -> None:
+        self.ref = ref
+
+    def result(self) -> Any:
+        return ray.get(self.ref)
+
+
+def _unwrap(x: Any) -> Any:
+    # Refs passed as top-level arguments are resolved by Ray inside the callee,
+    # so data moves node to node without passing through the driver.
+    return x.ref if isinstance(x, RayFuture) else x
+
+
+class RayHandle(NodeHandle):
+    """A Ray actor handle; picklable, so nodes can call each other."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def call(self, method: str, *args: Any, num_returns: int = 1, **kwargs: Any) -> Any:
+        fn = getattr(self.actor, method)
+        if num_returns != 1:
+            fn = fn.options(num_returns=num_returns)
+        refs = fn.remote(*(_unwrap(a) for a in args), **{k: _unwrap(v) for k, v in kwargs.items()})
+        if num_returns == 1:
+            return RayFuture(refs)
+        return tuple(RayFuture(r) for r in refs)
+
+
+def _auth_hint(address: str) -> str:
+    return (f"could not connect to the Ray cluster at {address!r}: it requires its auth token; "
+            "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, "
+            "or run on the head node with --ray-address auto")
+
+
+class RayBackend(Backend):
+    """Places each node in its own Ray actor process."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        self.address = address
+        self.owns_ray = False
+        self.actors: list[Any] = []
+        if ray.is_initialized():
+            return
+        if address:
+            if address != "auto":
+                # Clusters started with `ray start` use token auth; a driver naming an explicit
+                # address must opt in, the token then comes from the env or Ray's token file.
+                os.environ.setdefault("RAY_AUTH_MODE", "token")
+            try:
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            except ConnectionError as e:
+                raise ShoalError(f"could not connect to the Ray cluster at {address!r} ({e}); check the address printed by `ray start --head`") from None
+            except Exception as e:  # Ray raises several types for auth failures
+                text = f"{type(e).__name__}: {e}"
+                if "auth" in text.lower() or "token" in text.lower():
+                    raise ShoalError(_auth_hint(address)) from None
+                raise ShoalError(f"could not connect to the Ray cluster at {address!r} ({text.splitlines()[0]})") from None
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="ERROR",
+                     log_to_driver=False, object_store_memory=256 * 1024 * 1024,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+            self.owns_ray = True
+
+    def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0, **kwargs: Any) -> NodeHandle:
+        remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls)
+        actor = remote_cls.remote(*(_unwrap(a) for a in args), **{k: _unwrap(v) for k, v in kwargs.items()})
+        self.actors.append(actor)
+        return RayHandle(actor)
+
+    def get(self, futures: Future | Sequence[Future]) -> Any:
+        if isinstance(futures, RayFuture):
+            return ray.get(futures.ref)
+        if isinstance(futures, Future):
+            return futures.result()
+        refs = [f.ref for f in futures if isinstance(f, RayFuture)]
+        if len(refs) == len(futures):
+            return ray.get(refs)
+        return [f.result() for f in futures]
+
+    def wait(self, futures: Sequence[Future], num_returns: int = 1, timeout: float | None = None) -> tuple[list[Future], list[Future]]:
+        by_ref = {f.ref: f for f in futures}  # type: ignore[attr-defined]
+        ready, rest = ray.wait(list(by_ref), num_returns=num_returns, timeout=timeout)
+        return [by_ref[r] for r in ready], [by_ref[r] for r in rest]
+
+    def put(self, value: Any) -> Future:
+        return RayFuture(ray.put(value))
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            try:
+                ray.kill(actor)
+            except Exception:
+                pass
+        self.actors.clear()
+        if self.owns_ray:
+            ray.shutdown()
+            self.owns_ray = False

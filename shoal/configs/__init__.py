@@ -1,0 +1,1 @@
+"""Per-env default hyperparameters, one YAML file per algorithm (rl-zoo style)."""

@@ -1,0 +1,155 @@
+"""The small interfaces every algorithm and topology is built from (after Acme's core).
+
+What is learned (networks, losses, adders) lives in a :class:`Builder`; where it runs
+(how many actors and learners, which process) lives in a topology, which only ever
+calls a builder.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from shoal.core.types import EnvSpec, StepResult
+
+#: A policy maps a batch of observations to a batch of actions (numpy in, numpy out).
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+class VariableSource(ABC):
+    """Anything that serves versioned parameters: a learner, a parameter server."""
+
+    @abstractmethod
+    def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
+        """Return ``(version, state_dict)``; the version grows by one per update."""
+
+
+class Actor(ABC):
+    """Chooses actions for a batch of env copies and feeds what it sees to its adder."""
+
+    @abstractmethod
+    def select_action(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for a batch of observations ``[B, *obs_shape]``."""
+
+    def observe_first(self, obs: np.ndarray) -> None:
+        """Record the first observations of new episodes (all copies)."""
+
+    def observe(self, action: np.ndarray, step: StepResult) -> None:
+        """Record the action taken and the step that followed."""
+
+    def update(self, wait: bool = False) -> None:
+        """Pull fresh parameters from the variable source."""
+
+    def drain(self) -> Any:
+        """Hand over the data collected since the last drain (a Rollout, items, ...)."""
+        return None
+
+
+class Learner(VariableSource):
+    """Turns experience into new parameters."""
+
+    @abstractmethod
+    def step(self, data: Any = None) -> dict[str, float]:
+        """One update from ``data`` (on-policy) or from the learner's own tables (off-policy)."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume: weights, optimiser, counters (tensors and plain values)."""
+
+    @abstractmethod
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+
+
+class Adder(ABC):
+    """Turns the actor's stream of steps into items for a table (or a rollout for a learner)."""
+
+    @abstractmethod
+    def add_first(self, obs: np.ndarray) -> None:
+        """Start episodes for all copies with these observations."""
+
+    @abstractmethod
+    def add(self, action: np.ndarray, step: StepResult, extras: dict[str, Any] | None = None) -> None:
+        """Record ``action`` taken in the current observations and the resulting step."""
+
+    def reset(self) -> None:
+        """Forget partial episodes."""
+
+    def drain(self) -> Any:
+        """Items produced since the last drain, for a topology to route (None if written in place)."""
+        return None
+
+
+class Table(ABC):
+    """A replay or queue table: storage + selector + remover + rate limiter."""
+
+    @abstractmethod
+    def insert(self, items: dict[str, np.ndarray], priorities: np.ndarray | None = None) -> np.ndarray:
+        """Insert a batch of items (leading axis = item); returns their keys."""
+
+    @abstractmethod
+    def sample(self, n: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Return ``(items, keys, probabilities)`` for ``n`` sampled items."""
+
+    def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> None:
+        """Set new priorities for the given keys (prioritized selectors)."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of items currently stored."""
+
+
+class Builder(ABC):
+    """Everything an algorithm is, and nothing about where it runs."""
+
+    def __init__(self, config: Any, env_spec: EnvSpec, total_steps: int = 0, seed: int = 0, device: str = "cpu") -> None:
+        self.config = config
+        self.env_spec = env_spec
+        self.total_steps = total_steps
+        self.seed = seed
+        self.device = device
+
+    @property
+    def num_envs(self) -> int:
+        """Env copies each actor steps (``config.num_envs`` when the config has it)."""
+        return int(getattr(self.config, "num_envs", 1))
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Vector steps each actor runs between hand-overs to the learner."""
+        return int(getattr(self.config, "rollout_length", 1))
+
+    def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
+        """Learner steps to run now, given the env steps so far and the learner steps done.
+
+        On-policy default: one step per hand-over. Off-policy builders return a count
+        following their replay ratio (0 until learning starts).
+        """
+        return 1
+
+    @abstractmethod
+    def make_networks(self) -> nn.Module:
+        """Fresh networks for this env."""
+
+    @abstractmethod
+    def make_policy(self, networks: nn.Module, evaluation: bool) -> Policy:
+        """A policy: deterministic when ``evaluation`` is True, exploring otherwise."""
+
+    def make_tables(self) -> dict[str, Table]:
+        """Replay or queue tables (empty for on-policy algorithms)."""
+        return {}
+
+    @abstractmethod
+    def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1, seed: int = 0) -> Actor:
+        """An actor stepping ``num_envs`` copies; ``actor_id`` lets actors differ (e.g. epsilon).
+
+        The actor must implement ``load_variables(version, state_dict)`` to adopt new parameters.
+        """
+
+    @abstractmethod
+    def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> Learner:
+        """A learner updating ``networks``."""

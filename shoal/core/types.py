@@ -1,0 +1,102 @@
+"""Batch types passed between env loop, actors, adders, tables and learners.
+
+Everything is batched over the vector env's copies: a leading axis ``B`` for a
+single step, time-major ``[T, B, ...]`` for sequences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an algorithm needs to know about an environment to build its networks."""
+
+    env_id: str
+    obs_shape: tuple[int, ...]
+    obs_dtype: np.dtype
+    discrete: bool
+    num_actions: int  # number of discrete actions, or the action dimension if continuous
+    action_low: np.ndarray | None = None  # continuous bounds, shape [act_dim]
+    action_high: np.ndarray | None = None
+    num_obs_states: int | None = None  # set when observations are Discrete(n) (tabular)
+
+    @property
+    def act_dim(self) -> int:
+        return 1 if self.discrete else self.num_actions
+
+
+@dataclass
+class StepResult:
+    """One vector-env step, as the actor and adders see it.
+
+    ``next_obs`` is the observation to act on next (already the reset observation
+    for copies whose episode ended); ``final_obs`` is the last observation of an
+    episode that ended at this step (valid where ``terminated | truncated``).
+    """
+
+    next_obs: np.ndarray
+    reward: np.ndarray  # [B] float
+    terminated: np.ndarray  # [B] bool
+    truncated: np.ndarray  # [B] bool
+    final_obs: np.ndarray  # [B, *obs_shape]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.terminated | self.truncated
+
+
+@dataclass
+class Rollout:
+    """A time-major on-policy batch ``[T, B, ...]`` plus what is needed to bootstrap.
+
+    ``final_values[t, b]`` is ``V(final_obs)`` where copy ``b`` was truncated at ``t``
+    (0 elsewhere); ``bootstrap_value`` is ``V`` of the observation after the last step.
+    ``extras`` holds algorithm-specific per-step tensors (e.g. the policy's parameters
+    for an exact KL).
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_values: torch.Tensor
+    bootstrap_value: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    policy_version: int = 0
+
+    _SEQ = ("obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated", "final_values")
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.rewards.numel())
+
+    @staticmethod
+    def concat(rollouts: list["Rollout"]) -> "Rollout":
+        """Join rollouts from several actors along the batch axis."""
+        if len(rollouts) == 1:
+            return rollouts[0]
+        seq = {n: torch.cat([getattr(r, n) for r in rollouts], dim=1) for n in Rollout._SEQ}
+        extras = {k: torch.cat([r.extras[k] for r in rollouts], dim=1) for k in rollouts[0].extras}
+        return Rollout(**seq, bootstrap_value=torch.cat([r.bootstrap_value for r in rollouts]), extras=extras,
+                       policy_version=min(r.policy_version for r in rollouts))
+
+
+@dataclass
+class ActorReport:
+    """What an actor node returns after running some env steps."""
+
+    env_steps: int
+    episode_returns: list[float]
+    episode_lengths: list[int]
+    data: Any = None  # whatever the adder drained: a Rollout, a dict of arrays, a list of items
+    actor_id: int = 0

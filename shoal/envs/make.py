@@ -1,0 +1,205 @@
+"""Making single and vector environments, and describing them with an :class:`EnvSpec`."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from shoal.core.types import EnvSpec, StepResult
+from shoal.errors import EnvError
+
+EnvLike = str | Callable[[], gym.Env]
+VECTOR_MODES = ("auto", "sync", "async", "batched", "envpool")
+
+
+def _register_shoal_envs() -> None:
+    """Import shoal's own env packages so their Gymnasium ids exist (idempotent)."""
+    for mod in ("shoal.envs.batched", "shoal.envs.toy"):
+        try:
+            __import__(mod)
+        except ImportError:
+            pass
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise a one-line :class:`EnvError` if ``env_id`` is not a registered Gymnasium id."""
+    _register_shoal_envs()
+    if env_id in gym.registry:
+        return
+    if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
+        try:
+            import ale_py  # noqa: F401  (registers the Atari ids)
+
+            gym.register_envs(ale_py)
+            if env_id in gym.registry:
+                return
+        except ImportError:
+            raise EnvError(f"Atari env {env_id!r} needs ale-py; install it with: pip install 'shoal[atari]'") from None
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "run `shoal list` or see gymnasium's registry for valid ids"
+    raise EnvError(f"unknown environment id {env_id!r}; {hint}")
+
+
+def make_env(env: EnvLike, **kwargs: Any) -> gym.Env:
+    """A single Gymnasium env from an id (any registered id, shoal's included) or a callable."""
+    if callable(env):
+        made = env()
+        if not isinstance(made, gym.Env):
+            raise EnvError(f"env factory returned {type(made).__name__}, not a gymnasium.Env; return gym.make(...) or an Env subclass")
+        return made
+    check_env_id(env)
+    try:
+        return gym.make(env, **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise EnvError(f"env {env!r} needs an extra dependency ({e}); e.g. pip install 'shoal[mujoco]'") from None
+
+
+def env_id_of(env: EnvLike) -> str:
+    """A printable id for an env id or factory."""
+    return env if isinstance(env, str) else getattr(env, "__name__", "custom")
+
+
+def spec_from_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> EnvSpec:
+    """Describe an env from its single-copy spaces."""
+    num_obs_states = None
+    if isinstance(obs_space, gym.spaces.Discrete):
+        num_obs_states = int(obs_space.n)
+        obs_shape, obs_dtype = (), np.dtype(np.int64)
+    elif isinstance(obs_space, gym.spaces.Box):
+        obs_shape, obs_dtype = tuple(obs_space.shape), np.dtype(obs_space.dtype)
+    else:
+        raise EnvError(f"env {env_id!r} has observation space {obs_space}; shoal supports Box and Discrete (flatten others with a wrapper)")
+    if isinstance(act_space, gym.spaces.Discrete):
+        return EnvSpec(env_id, obs_shape, obs_dtype, True, int(act_space.n), num_obs_states=num_obs_states)
+    if isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
+        return EnvSpec(env_id, obs_shape, obs_dtype, False, int(act_space.shape[0]),
+                       np.asarray(act_space.low, np.float32), np.asarray(act_space.high, np.float32),
+                       num_obs_states=num_obs_states)
+    raise EnvError(f"env {env_id!r} has action space {act_space}; shoal supports Discrete and 1-D Box actions")
+
+
+def env_spec(env: EnvLike) -> EnvSpec:
+    """The :class:`EnvSpec` of an env id or factory (builds one copy and closes it)."""
+    e = make_env(env)
+    try:
+        return spec_from_spaces(env_id_of(env), e.observation_space, e.action_space)
+    finally:
+        e.close()
+
+
+class VecEnv:
+    """A batch of env copies with same-step autoreset, dense ``final_obs`` and sanity checks.
+
+    Wraps a Gymnasium ``VectorEnv``. Each step is checked: observations must have the
+    declared shape and, like rewards, be finite; otherwise an :class:`EnvError` says which.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, env_id: str, check: bool = True) -> None:
+        self.env = env
+        self.env_id = env_id
+        self.num_envs = env.num_envs
+        self.single_observation_space = env.single_observation_space
+        self.single_action_space = env.single_action_space
+        self.spec = spec_from_spaces(env_id, env.single_observation_space, env.single_action_space)
+        self.check = check
+        self._obs_shape = (self.num_envs, *self.spec.obs_shape)
+        self._discrete = isinstance(env.single_action_space, gym.spaces.Discrete)
+        self._obs: np.ndarray | None = None
+
+    @property
+    def obs(self) -> np.ndarray:
+        """The current observations (after the last reset or step)."""
+        assert self._obs is not None, "reset the env first"
+        return self._obs
+
+    def _check_obs(self, obs: np.ndarray, what: str) -> np.ndarray:
+        obs = np.asarray(obs)
+        if obs.shape != self._obs_shape:
+            raise EnvError(f"env {self.env_id!r} returned {what} of shape {obs.shape}, expected {self._obs_shape}; fix the env's observation_space or its step()")
+        if obs.dtype.kind == "f" and not np.isfinite(obs).all():
+            raise EnvError(f"env {self.env_id!r} returned a non-finite {what} (NaN or inf); check the env's dynamics or add a wrapper that clips it")
+        return obs
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every copy; copy ``i`` is seeded with ``seed + i``."""
+        obs, _ = self.env.reset(seed=seed)
+        self._obs = self._check_obs(obs, "observation") if self.check else obs
+        return self._obs
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step every copy; ended copies are reset in the same call."""
+        if self._discrete:
+            actions = np.asarray(actions, dtype=np.int64)
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        reward = np.asarray(reward, dtype=np.float32)
+        terminated = np.asarray(terminated, dtype=bool)
+        truncated = np.asarray(truncated, dtype=bool)
+        done = terminated | truncated
+        final_obs = obs
+        if done.any():
+            final_obs = _dense_final_obs(info, obs, done)
+        if self.check:
+            obs = self._check_obs(obs, "observation")
+            if done.any():
+                self._check_obs(final_obs, "final observation")
+            if not np.isfinite(reward).all():
+                raise EnvError(f"env {self.env_id!r} returned a non-finite reward {reward[~np.isfinite(reward)][0]}; check the env's reward function")
+        self._obs = obs
+        return StepResult(obs, reward, terminated, truncated, final_obs)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _dense_final_obs(info: dict, obs: np.ndarray, done: np.ndarray) -> np.ndarray:
+    fo = info.get("final_obs")
+    if fo is None:
+        raise EnvError("vector env did not report final observations; it must use same-step autoreset")
+    if isinstance(fo, np.ndarray) and fo.dtype != object:
+        return fo
+    out = np.array(obs, copy=True)
+    for i in np.flatnonzero(done):
+        out[i] = fo[i]
+    return out
+
+
+def make_vec_env(env: EnvLike, num_envs: int, seed: int | None = None, mode: str = "auto", check: bool = True,
+                 env_kwargs: dict[str, Any] | None = None) -> VecEnv:
+    """A :class:`VecEnv` of ``num_envs`` copies, reset with ``seed`` (copy i gets ``seed + i``).
+
+    ``mode``: ``sync`` (one process), ``async`` (a process per copy), ``batched``
+    (shoal's numpy-vectorised envs, ids ``shoal/...``), ``envpool``, or ``auto``
+    (batched for ``shoal/`` ids, sync otherwise).
+    """
+    if mode not in VECTOR_MODES:
+        raise EnvError(f"unknown vector mode {mode!r}; use one of {VECTOR_MODES}")
+    if num_envs < 1:
+        raise EnvError(f"num_envs must be >= 1, got {num_envs}")
+    env_id = env_id_of(env)
+    kwargs = env_kwargs or {}
+    if isinstance(env, str):
+        check_env_id(env)
+        if mode == "auto":
+            mode = "batched" if env.startswith("shoal/") and gym.registry[env].vector_entry_point else "sync"
+        if mode == "batched":
+            vec = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+        elif mode == "envpool":
+            from shoal.envs.envpool_adapter import make_envpool
+
+            vec = make_envpool(env, num_envs, seed)
+        else:
+            vec = gym.make_vec(env, num_envs=num_envs, vectorization_mode=mode,
+                               vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)
+    else:
+        fns = [lambda: make_env(env)] * num_envs
+        cls = gym.vector.AsyncVectorEnv if mode == "async" else gym.vector.SyncVectorEnv
+        vec = cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    if vec.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP) != AutoresetMode.SAME_STEP:
+        raise EnvError(f"vector env for {env_id!r} does not use same-step autoreset; shoal needs AutoresetMode.SAME_STEP")
+    out = VecEnv(vec, env_id, check=check)
+    out.reset(seed=seed)
+    return out

@@ -1,0 +1,84 @@
+"""Torsos: the shared feature extractors in front of policy, value and Q heads."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
+
+
+def activation(name: str) -> type[nn.Module]:
+    """The activation class for a config name."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; use one of {sorted(_ACTIVATIONS)}") from None
+
+
+class MLP(nn.Module):
+    """A fully connected torso; ``hidden=()`` makes it the identity on flattened input."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], act: str = "tanh", init_gain: float = math.sqrt(2)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_dim
+        for h in hidden:
+            lin = nn.Linear(d, h)
+            nn.init.orthogonal_(lin.weight, init_gain)
+            nn.init.zeros_(lin.bias)
+            layers += [lin, activation(act)()]
+            d = h
+        self.net = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class NatureCNN(nn.Module):
+    """The DQN Nature paper's convolutional torso for ``[C, 84, 84]`` uint8 frames."""
+
+    def __init__(self, in_channels: int, out_dim: int = 512) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, out_dim), nn.ReLU(),
+        )
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:]).float() / 255.0
+        return self.net(x).reshape(*lead, self.out_dim)
+
+
+def make_torso(obs_shape: tuple[int, ...], hidden: Sequence[int], act: str = "tanh") -> nn.Module:
+    """Nature-CNN for image observations (3-D), an MLP over the flattened observation otherwise."""
+    if len(obs_shape) == 3:
+        return NatureCNN(obs_shape[0])
+    in_dim = int(math.prod(obs_shape)) if obs_shape else 1
+    return _Flatten(MLP(in_dim, hidden, act), len(obs_shape))
+
+
+class _Flatten(nn.Module):
+    """Flattens the trailing observation axes before an MLP."""
+
+    def __init__(self, mlp: MLP, obs_ndim: int) -> None:
+        super().__init__()
+        self.mlp = mlp
+        self.obs_ndim = obs_ndim
+        self.out_dim = mlp.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.obs_ndim == 0:
+            x = x.unsqueeze(-1)
+        elif self.obs_ndim > 1:
+            x = x.flatten(start_dim=-self.obs_ndim)
+        return self.mlp.net(x.float())

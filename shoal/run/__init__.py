@@ -1,0 +1,1 @@
+"""Running experiments: run directory, metrics, checkpoints, evaluation, plots."""

@@ -1,0 +1,51 @@
+"""Evaluating a policy: N episodes on freshly seeded env copies, deterministic actions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shoal.core.interfaces import Policy
+from shoal.envs import make_vec_env
+
+
+def evaluation_env_id(env_id: str) -> str:
+    """Evaluate on Gymnasium's own env when training used a shoal batched copy of it."""
+    if env_id.startswith("shoal/"):
+        try:
+            from shoal.envs.batched import BATCHED_IDS
+
+            for gym_id, shoal_id in BATCHED_IDS.items():
+                if shoal_id == env_id:
+                    return gym_id
+        except ImportError:
+            pass
+    return env_id
+
+
+def evaluate(policy: Policy, env, episodes: int = 20, seed: int = 10_000, action_bounds=None,
+             max_steps: int = 1_000_000) -> dict:
+    """Run ``episodes`` episodes, one per env copy (copy i seeded ``seed + i``), and summarise them."""
+    venv = make_vec_env(env, episodes, seed=seed, mode="sync")
+    returns = np.zeros(episodes)
+    lengths = np.zeros(episodes, np.int64)
+    finished = np.zeros(episodes, bool)
+    obs = venv.obs
+    try:
+        for _ in range(max_steps):
+            action = policy(obs)
+            if action_bounds is not None:
+                action = np.clip(action, *action_bounds)
+            step = venv.step(action)
+            active = ~finished
+            returns[active] += step.reward[active]
+            lengths[active] += 1
+            finished |= step.done
+            if finished.all():
+                break
+            obs = step.next_obs
+    finally:
+        venv.close()
+    return {"mean_return": float(returns.mean()), "std_return": float(returns.std()),
+            "min_return": float(returns.min()), "max_return": float(returns.max()),
+            "mean_length": float(lengths.mean()), "episodes": int(episodes), "seed": int(seed),
+            "returns": returns.tolist()}

@@ -1,0 +1,228 @@
+"""The experiment runner: a run directory, the training loop, checkpoints and evaluation."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shoal.backends import make_backend
+from shoal.envs.make import check_env_id, env_id_of, spec_from_spaces
+from shoal.errors import CheckpointError, ConfigError, ShoalError
+from shoal.run.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
+from shoal.run.evaluate import evaluate, evaluation_env_id
+from shoal.run.metrics import MetricsLogger
+from shoal.run.progress import ProgressLine
+from shoal.run.resolve import ResolvedConfig, resolve
+from shoal.run.seeding import derive_seed
+from shoal.topologies import get_topology
+from shoal.topologies.nodes import NodeContext
+
+
+@dataclass
+class Run:
+    """A finished (or resumed and finished) training run."""
+
+    run_dir: Path
+    config: ResolvedConfig
+    env_steps: int
+    eval: dict[str, Any] | None = None
+    wall_time_s: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("shoal", "torch", "gymnasium", "numpy", "ray"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                           cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"] = "unknown"
+    return out
+
+
+def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{algo}_{env_id.replace('/', '-')}_s{seed}_{stamp}"
+
+
+def _spec_for(env: Any) -> Any:
+    from shoal.envs.make import make_env
+
+    e = make_env(env)
+    try:
+        return spec_from_spaces(env_id_of(env), e.observation_space, e.action_space)
+    finally:
+        e.close()
+
+
+def train(algo: str | None = None, env: Any = None, *, steps: int | None = None, seed: int | None = None,
+          run_dir: str | Path | None = None, backend: str | None = None, num_actors: int | None = None,
+          config: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: str | Path | None = None,
+          ray_address: str | None = None, quiet: bool = True, tensorboard: bool = True) -> Run:
+    """Train ``algo`` on ``env`` and evaluate it; everything lands in a run directory.
+
+    ``overrides`` are ``key: value`` pairs for run or algorithm settings. With
+    ``resume=DIR`` the run in DIR continues from its last checkpoint.
+    """
+    overrides = dict(overrides or {})
+    cli_run = {"steps": steps, "seed": seed, "backend": backend, "num_actors": num_actors, "ray_address": ray_address}
+    base = None
+    if resume is not None:
+        rdir = Path(resume)
+        cfg_path = rdir / "config.yaml"
+        if not cfg_path.exists():
+            raise CheckpointError(f"cannot resume {str(rdir)!r}: it has no config.yaml; pass the directory of an earlier run")
+        base = yaml.safe_load(cfg_path.read_text())
+        if algo and algo != base["algo"]:
+            raise ConfigError(f"--resume {rdir} holds a {base['algo']!r} run, not {algo!r}; drop the algorithm or pick another directory")
+        algo = base["algo"]
+        env = env or base["env"]
+        run_dir = rdir
+    if not algo:
+        raise ConfigError("no algorithm given; e.g. shoal train ppo --env CartPole-v1")
+    if env is None:
+        raise ConfigError("no environment given; pass --env ID, e.g. --env CartPole-v1")
+    env_id = env_id_of(env)
+    if isinstance(env, str):
+        check_env_id(env)
+    resolved = resolve(algo, env, env_id, config, overrides, cli_run, base)
+    run = resolved.run
+    env_spec = _spec_for(env)
+
+    run_dir = Path(run_dir) if run_dir else default_run_dir(algo, env_id, run.seed)
+    created = False
+    if resume is None:
+        if (run_dir / "config.yaml").exists():
+            raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; continue it with --resume {run_dir} or choose another --run-dir")
+        created = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False))
+    ckpt_dir = run_dir / "checkpoints"
+
+    try:
+        return _train(resolved, env_spec, run_dir, ckpt_dir, resume is not None, quiet, tensorboard)
+    except BaseException:
+        # Leave nothing that --resume would trip on: a run that never checkpointed is removed.
+        if created and not list_checkpoints(ckpt_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(resolved: ResolvedConfig, env_spec: Any, run_dir: Path, ckpt_dir: Path, resuming: bool,
+           quiet: bool, tensorboard: bool) -> Run:
+    run = resolved.run
+    ctx = NodeContext(resolved.algo, _plain(resolved.agent), resolved.env, env_spec, run.steps, run.seed,
+                      run.torch_threads, _device(run.device), run.vector)
+    import torch
+
+    torch.set_num_threads(run.torch_threads)
+    backend = make_backend(run.backend, run.ray_address or None, num_cpus=None if run.ray_address else max(2, run.num_actors + 1))
+    from shoal.agents import registry
+
+    topology = run.topology or registry.get(resolved.algo).topology
+    program = get_topology(topology)(ctx, run, backend)
+    eval_seed = derive_seed(run.seed, "eval")
+    meta = {"versions": _versions(), "seed": run.seed, "eval_seed": eval_seed, "topology": topology,
+            "env_seeds": getattr(program, "env_seeds", []), "actor_seeds": getattr(program, "actor_seeds", []),
+            "command": " ".join(sys.argv)}
+    env_steps, episodes, wall_offset = 0, 0, 0.0
+    recent: deque[float] = deque(maxlen=100)
+    recent_len: deque[int] = deque(maxlen=100)
+    if resuming:
+        ckpts = list_checkpoints(ckpt_dir)
+        if not ckpts:
+            raise CheckpointError(f"no checkpoint in {ckpt_dir}; the run ended before its first checkpoint, start it again without --resume")
+        tree, _ = load_checkpoint(ckpts[-1])
+        program.load_state(tree["program"])
+        r = tree["runner"]
+        env_steps, episodes, wall_offset = int(r["env_steps"]), int(r["episodes"]), float(r["wall_time_s"])
+        recent.extend(r["recent_returns"])
+        recent_len.extend(r["recent_lengths"])
+    atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
+    logger = MetricsLogger(run_dir, resume=resuming, tensorboard=tensorboard)
+    if resuming:
+        logger.truncate_after(env_steps)
+    every = run.checkpoint_every or max(1, run.steps // 10)
+    next_ckpt = (env_steps // every + 1) * every
+    progress = ProgressLine(run.steps, f"{resolved.algo} {resolved.env_id}", disable=quiet)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+
+    def save(step: int) -> None:
+        tree = {"program": program.state(),
+                "runner": {"env_steps": env_steps, "episodes": episodes, "wall_time_s": wall_offset + time.perf_counter() - start,
+                           "recent_returns": list(recent), "recent_lengths": list(recent_len)}}
+        save_checkpoint(ckpt_dir / f"ckpt-{step:012d}", tree, meta={"env_steps": step, "algo": resolved.algo, "env": resolved.env_id})
+        for old in list_checkpoints(ckpt_dir)[:-run.keep_checkpoints]:
+            old.with_suffix(".safetensors").unlink(missing_ok=True)
+            old.unlink(missing_ok=True)
+
+    try:
+        with progress:
+            while env_steps < run.steps:
+                t0 = time.perf_counter()
+                rep = program.run_iteration()
+                env_steps += rep.env_steps
+                episodes += len(rep.episode_returns)
+                recent.extend(rep.episode_returns)
+                recent_len.extend(rep.episode_lengths)
+                wall = wall_offset + time.perf_counter() - start
+                row = {"env_steps": env_steps, "wall_time_s": round(wall, 4),
+                       "episode_return_mean": sum(recent) / len(recent) if recent else float("nan"),
+                       "episode_length_mean": sum(recent_len) / len(recent_len) if recent_len else float("nan"),
+                       "episodes": episodes, "sps": rep.env_steps / max(time.perf_counter() - t0, 1e-9), **rep.metrics}
+                logger.log(row)
+                history.append(row)
+                progress.update(env_steps, row)
+                if env_steps >= next_ckpt and env_steps < run.steps:
+                    save(env_steps)
+                    next_ckpt = (env_steps // every + 1) * every
+            save(env_steps)
+        result = None
+        if run.eval_episodes > 0:
+            policy = program.eval_policy()
+            eval_env = run.eval_env or (evaluation_env_id(resolved.env_id) if isinstance(resolved.env, str) else resolved.env)
+            bounds = None if env_spec.discrete else (env_spec.action_low, env_spec.action_high)
+            result = evaluate(policy, eval_env, run.eval_episodes, eval_seed, bounds)
+            result["env_steps"] = env_steps
+            atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
+        return Run(run_dir, resolved, env_steps, result, wall_offset + time.perf_counter() - start, history)
+    finally:
+        logger.close()
+        program.close()
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from shoal.config import to_dict
+
+    return to_dict(cfg)
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ShoalError(f"device={name!r} but this torch build sees no CUDA device; use device=cpu or install a CUDA build of torch")
+    return name

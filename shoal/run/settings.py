@@ -1,0 +1,51 @@
+"""Run-level settings shared by every algorithm (how long, where, how often to log)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shoal.config import positive, require
+
+
+@dataclass
+class RunConfig:
+    """Settings of a training run, apart from the algorithm's hyperparameters."""
+
+    steps: int = 100_000
+    """Total environment steps to train for."""
+    seed: int = 0
+    """Run seed; every env, actor and evaluation seed is derived from it."""
+    backend: str = "inprocess"
+    """Where nodes run: inprocess (default, no Ray) or ray."""
+    topology: str = ""
+    """Topology (empty: the algorithm's default, e.g. local)."""
+    num_actors: int = 1
+    """Number of actor nodes stepping envs."""
+    ray_address: str = ""
+    """Address of an existing Ray cluster (empty: start a private local instance)."""
+    vector: str = "auto"
+    """Vector env kind: auto, sync, async, batched, envpool."""
+    eval_episodes: int = 20
+    """Episodes in the final evaluation (deterministic actions)."""
+    eval_env: str = ""
+    """Env id for evaluation (empty: the training env; batched ids map to Gymnasium's)."""
+    checkpoint_every: int = 0
+    """Env steps between checkpoints (0: about 10 per run); one is always written at the end."""
+    keep_checkpoints: int = 3
+    """How many recent checkpoints to keep."""
+    torch_threads: int = 1
+    """Intra-op threads per process (1 is fastest for small nets on few cores)."""
+    device: str = "cpu"
+    """Learner device: cpu, cuda, cuda:N or auto."""
+
+    def __post_init__(self) -> None:
+        positive(self, "steps", "num_actors", "torch_threads")
+        require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        require(self.backend in ("inprocess", "ray"), f"backend must be inprocess or ray, got {self.backend!r}")
+        require(self.vector in ("auto", "sync", "async", "batched", "envpool"),
+                f"vector must be one of auto, sync, async, batched, envpool; got {self.vector!r}")
+        require(self.eval_episodes >= 0, f"eval_episodes must be >= 0, got {self.eval_episodes}")
+        require(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        require(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+                f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")

@@ -1,0 +1,63 @@
+"""Topologies: where the pieces of an algorithm run and how they talk.
+
+A topology is a function ``(ctx, run_config, backend) -> Program``. A Program runs
+iterations and reports progress; it knows nothing about losses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from shoal.core.interfaces import Policy
+from shoal.errors import ConfigError
+
+
+@dataclass
+class IterationReport:
+    """What one iteration of a program did."""
+
+    env_steps: int
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Program(ABC):
+    """A placed, running set of nodes."""
+
+    @abstractmethod
+    def run_iteration(self) -> IterationReport:
+        """Run one round (collect and learn) and report it."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Checkpointable state of every node; must hold ``learner.networks``."""
+
+    @abstractmethod
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+
+    @abstractmethod
+    def eval_policy(self) -> Policy:
+        """A deterministic policy with the latest parameters, for evaluation in this process."""
+
+    def close(self) -> None:
+        """Stop the program's nodes."""
+
+
+TOPOLOGIES: dict[str, str] = {
+    "local": "shoal.topologies.local:make_program",
+}
+
+
+def get_topology(name: str) -> Callable[..., Program]:
+    """The ``make_program`` function of topology ``name``."""
+    try:
+        path = TOPOLOGIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown topology {name!r}; use one of {sorted(TOPOLOGIES)}") from None
+    mod, _, fn = path.partition(":")
+    return getattr(importlib.import_module(mod), fn)

@@ -1,0 +1,75 @@
+"""The ``local`` topology: N actor nodes, one learner node, synchronous rounds.
+
+Each round the learner's versioned parameters go to every actor, the actors step
+their vector envs in parallel (on Ray) or in turn (in-process), and their data goes
+to the learner: straight into the update for on-policy algorithms, into the
+learner's replay table for off-policy ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.backends.base import Backend
+from shoal.core.interfaces import Policy
+from shoal.run.seeding import derive_seed
+from shoal.run.settings import RunConfig
+from shoal.topologies import IterationReport, Program
+from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
+
+
+class LocalProgram(Program):
+    """Synchronous actor/learner rounds on any backend."""
+
+    def __init__(self, ctx: NodeContext, run: RunConfig, backend: Backend) -> None:
+        self.ctx = ctx
+        self.backend = backend
+        self.builder = ctx.builder()
+        self.learner = backend.spawn(LearnerNode, ctx, name="learner")
+        self.env_seeds = [derive_seed(run.seed, "env", i) for i in range(run.num_actors)]
+        self.actor_seeds = [derive_seed(run.seed, "actor", i) for i in range(run.num_actors)]
+        self.actors = [
+            backend.spawn(ActorNode, ctx, i, run.num_actors, self.env_seeds[i], self.actor_seeds[i], name=f"actor-{i}")
+            for i in range(run.num_actors)
+        ]
+        self.steps_per_actor = self.builder.steps_per_iteration
+        self.env_steps = 0
+        self._eval_net = self.builder.make_networks()
+
+    def run_iteration(self) -> IterationReport:
+        variables = self.learner.call("get_variables")
+        outs = [a.call("run", self.steps_per_actor, variables, num_returns=2) for a in self.actors]
+        reports = self.backend.get([o[0] for o in outs])
+        steps = sum(r.env_steps for r in reports)
+        self.env_steps += steps
+        metrics = self.backend.get(self.learner.call("learn", self.env_steps, *[o[1] for o in outs]))
+        returns = [x for r in reports for x in r.episode_returns]
+        lengths = [x for r in reports for x in r.episode_lengths]
+        return IterationReport(steps, returns, lengths, metrics)
+
+    def state(self) -> dict[str, Any]:
+        learner_state = self.backend.get(self.learner.call("state"))
+        actor_states = self.backend.get([a.call("state") for a in self.actors])
+        return {"learner": learner_state["learner"], "learner_node": {k: v for k, v in learner_state.items() if k != "learner"},
+                "actors": actor_states, "env_steps": self.env_steps}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        node_state = dict(state["learner_node"])
+        node_state["learner"] = state["learner"]
+        self.backend.get(self.learner.call("load_state", node_state))
+        if len(state["actors"]) == len(self.actors):
+            self.backend.get([a.call("load_state", s) for a, s in zip(self.actors, state["actors"])])
+        self.env_steps = int(state["env_steps"])
+
+    def eval_policy(self) -> Policy:
+        _, sd = self.backend.get(self.learner.call("get_variables"))
+        self._eval_net.load_state_dict(sd)
+        return self.builder.make_policy(self._eval_net, evaluation=True)
+
+    def close(self) -> None:
+        self.backend.shutdown()
+
+
+def make_program(ctx: NodeContext, run: RunConfig, backend: Backend) -> LocalProgram:
+    """Build the local topology."""
+    return LocalProgram(ctx, run, backend)

@@ -1,0 +1,159 @@
+"""The nodes topologies place: an actor node (env loop) and a learner node.
+
+Nodes are plain classes built from picklable arguments (algorithm name, config dict,
+env id), so any backend can create them in any process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from shoal.agents import registry
+from shoal.config import build
+from shoal.core.interfaces import Builder
+from shoal.core.types import ActorReport, EnvSpec
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What every node needs to rebuild its algorithm's pieces."""
+
+    algo: str
+    agent_config: dict[str, Any]
+    env: Any  # env id or factory
+    env_spec: EnvSpec
+    total_steps: int
+    seed: int
+    torch_threads: int = 1
+    device: str = "cpu"
+    vector: str = "auto"
+
+    def builder(self) -> Builder:
+        torch.set_num_threads(self.torch_threads)
+        spec = registry.get(self.algo)
+        cfg = build(spec.config_cls(), self.agent_config)
+        return spec.builder_cls()(cfg, self.env_spec, total_steps=self.total_steps, seed=self.seed, device=self.device)
+
+
+class ActorNode:
+    """Steps a vector env with one actor and reports episodes and the adder's data."""
+
+    def __init__(self, ctx: NodeContext, actor_id: int, num_actors: int, env_seed: int, actor_seed: int) -> None:
+        from shoal.envs import make_vec_env
+        from shoal.envs.normalize import RewardNormalizer
+
+        self.builder = ctx.builder()
+        self.actor_id = actor_id
+        self.env = make_vec_env(ctx.env, self.builder.num_envs, seed=env_seed, mode=ctx.vector)
+        self.env_seed = env_seed
+        self.actor = self.builder.make_actor(self.builder.make_networks(), self.env.num_envs, actor_id, num_actors, actor_seed)
+        self.actor.observe_first(self.env.obs)
+        spec = ctx.env_spec
+        self.low, self.high = (None, None) if spec.discrete else (spec.action_low, spec.action_high)
+        cfg = self.builder.config
+        self.reward_norm = RewardNormalizer(self.env.num_envs, cfg.gamma) if getattr(cfg, "normalize_reward", False) else None
+        self.ep_return = np.zeros(self.env.num_envs, np.float64)
+        self.ep_length = np.zeros(self.env.num_envs, np.int64)
+        self.resets = 0
+
+    def run(self, num_steps: int, variables: tuple[int, dict] | None = None) -> tuple[ActorReport, Any]:
+        """Run ``num_steps`` vector steps (after adopting ``variables`` if given)."""
+        if variables is not None:
+            self.actor.load_variables(*variables)
+        env, actor = self.env, self.actor
+        returns: list[float] = []
+        lengths: list[int] = []
+        obs = env.obs
+        for _ in range(num_steps):
+            action = actor.select_action(obs)
+            env_action = action if self.low is None else np.clip(action, self.low, self.high)
+            step = env.step(env_action)
+            self.ep_return += step.reward
+            self.ep_length += 1
+            done = step.done
+            if done.any():
+                idx = np.flatnonzero(done)
+                returns.extend(self.ep_return[idx].tolist())
+                lengths.extend(self.ep_length[idx].tolist())
+                self.ep_return[idx] = 0.0
+                self.ep_length[idx] = 0
+            if self.reward_norm is not None:
+                step.reward = self.reward_norm(step.reward, done)
+            actor.observe(action, step)
+            obs = step.next_obs
+        report = ActorReport(num_steps * env.num_envs, returns, lengths, actor_id=self.actor_id)
+        return report, actor.drain()
+
+    def state(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"actor": self.actor.state() if hasattr(self.actor, "state") else {}}
+        if self.reward_norm is not None:
+            s["reward_norm"] = self.reward_norm.state()
+        return s
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore actor state; envs restart fresh episodes with a new derived seed."""
+        if hasattr(self.actor, "load_state") and state.get("actor"):
+            self.actor.load_state(state["actor"])
+        if self.reward_norm is not None and "reward_norm" in state:
+            self.reward_norm.load_state(state["reward_norm"])
+        self.resets += 1
+        obs = self.env.reset(seed=self.env_seed + 7919 * self.resets)
+        self.ep_return[:] = 0.0
+        self.ep_length[:] = 0
+        if hasattr(self.actor, "t"):
+            self.actor.t = 0
+        self.actor.observe_first(obs)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class LearnerNode:
+    """Holds the learner and its tables; routes actor data into them and runs updates."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.builder = ctx.builder()
+        self.networks = self.builder.make_networks()
+        self.tables = self.builder.make_tables()
+        self.learner = self.builder.make_learner(self.networks, self.tables)
+        self.learner_steps = 0
+
+    def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
+        return self.learner.get_variables()
+
+    def learn(self, env_steps: int, *data: Any) -> dict[str, float]:
+        """Feed the actors' data in and run the learner steps now due; returns mean metrics."""
+        if self.tables:
+            for items in data:
+                if items is None:
+                    continue
+                priorities = items.pop("priority", None) if isinstance(items, dict) else None
+                next(iter(self.tables.values())).insert(items, priorities)
+            payload = None
+        else:
+            payload = [d for d in data if d is not None]
+        due = self.builder.learner_steps_due(env_steps, self.learner_steps)
+        totals: dict[str, float] = {}
+        for _ in range(due):
+            m = self.learner.step(payload)
+            self.learner_steps += 1
+            for k, v in m.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+        return {k: v / due for k, v in totals.items()} if due else {}
+
+    def state(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"learner": self.learner.state(), "learner_steps": self.learner_steps}
+        if self.tables and getattr(self.builder.config, "checkpoint_replay", False):
+            s["tables"] = {k: t.state() for k, t in self.tables.items()}
+        return s
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.learner.load_state(state["learner"])
+        self.learner_steps = int(state["learner_steps"])
+        for k, t in self.tables.items():
+            if "tables" in state and k in state["tables"]:
+                t.load_state(state["tables"][k])
