@@ -161,6 +161,11 @@ def _train(resolved: ResolvedConfig, env_spec: Any, run_dir: Path, ckpt_dir: Pat
         logger.truncate_after(env_steps)
     every = run.checkpoint_every or max(1, run.steps // 10)
     next_ckpt = (env_steps // every + 1) * every
+    log_every = run.log_every or max(1, run.steps // 200)
+    next_log = env_steps
+    metric_sums: dict[str, float] = {}
+    metric_count = 0
+    window_steps, window_start = 0, time.perf_counter()
     progress = ProgressLine(run.steps, f"{resolved.algo} {resolved.env_id}", disable=quiet)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
@@ -177,20 +182,28 @@ def _train(resolved: ResolvedConfig, env_spec: Any, run_dir: Path, ckpt_dir: Pat
     try:
         with progress:
             while env_steps < run.steps:
-                t0 = time.perf_counter()
                 rep = program.run_iteration()
                 env_steps += rep.env_steps
+                window_steps += rep.env_steps
                 episodes += len(rep.episode_returns)
                 recent.extend(rep.episode_returns)
                 recent_len.extend(rep.episode_lengths)
-                wall = wall_offset + time.perf_counter() - start
-                row = {"env_steps": env_steps, "wall_time_s": round(wall, 4),
-                       "episode_return_mean": sum(recent) / len(recent) if recent else float("nan"),
-                       "episode_length_mean": sum(recent_len) / len(recent_len) if recent_len else float("nan"),
-                       "episodes": episodes, "sps": rep.env_steps / max(time.perf_counter() - t0, 1e-9), **rep.metrics}
-                logger.log(row)
-                history.append(row)
-                progress.update(env_steps, row)
+                for k, v in rep.metrics.items():
+                    metric_sums[k] = metric_sums.get(k, 0.0) + v
+                metric_count += bool(rep.metrics)
+                if env_steps >= next_log or env_steps >= run.steps:
+                    now = time.perf_counter()
+                    row = {"env_steps": env_steps, "wall_time_s": round(wall_offset + now - start, 4),
+                           "episode_return_mean": sum(recent) / len(recent) if recent else float("nan"),
+                           "episode_length_mean": sum(recent_len) / len(recent_len) if recent_len else float("nan"),
+                           "episodes": episodes, "sps": window_steps / max(now - window_start, 1e-9),
+                           **{k: v / max(metric_count, 1) for k, v in metric_sums.items()}}
+                    logger.log(row)
+                    history.append(row)
+                    progress.update(env_steps, row)
+                    next_log = (env_steps // log_every + 1) * log_every
+                    metric_sums, metric_count = {}, 0
+                    window_steps, window_start = 0, now
                 if env_steps >= next_ckpt and env_steps < run.steps:
                     save(env_steps)
                     next_ckpt = (env_steps // every + 1) * every

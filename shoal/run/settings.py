@@ -31,6 +31,8 @@ class RunConfig:
     """Env id for evaluation (empty: the training env; batched ids map to Gymnasium's)."""
     checkpoint_every: int = 0
     """Env steps between checkpoints (0: about 10 per run); one is always written at the end."""
+    log_every: int = 0
+    """Env steps between metric rows (0: about 200 rows per run, at most one per iteration)."""
     keep_checkpoints: int = 3
     """How many recent checkpoints to keep."""
     torch_threads: int = 1
@@ -46,6 +48,7 @@ class RunConfig:
                 f"vector must be one of auto, sync, async, batched, envpool; got {self.vector!r}")
         require(self.eval_episodes >= 0, f"eval_episodes must be >= 0, got {self.eval_episodes}")
         require(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        require(self.log_every >= 0, f"log_every must be >= 0, got {self.log_every}")
         require(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                 f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
