@@ -156,9 +156,15 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {p!r} is not of the form key=value, e.g. lr=3e-4")
         k, v = p.split("=", 1)
         try:
-            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+            val = yaml.safe_load(v) if v.strip() else ""
         except yaml.YAMLError:
-            out[k.strip()] = v
+            val = v
+        if isinstance(val, str):
+            try:  # YAML 1.1 reads 1e-3 as a string
+                val = float(val)
+            except ValueError:
+                pass
+        out[k.strip()] = val
     return out
 
 

@@ -77,3 +77,15 @@ register(AlgoSpec("ppo", f"{_PG}.config:PPOConfig", f"{_PG}.builder:ActorCriticB
                   "Proximal Policy Optimization (clipped surrogate or adaptive KL penalty)"))
 register(AlgoSpec("a2c", f"{_PG}.config:A2CConfig", f"{_PG}.builder:ActorCriticBuilder", "local",
                   "synchronous advantage actor-critic"))
+
+_TAB = "shoal.agents.tabular"
+register(AlgoSpec("q_learning", f"{_TAB}.config:QLearningConfig", f"{_TAB}.builder:TabularBuilder", "local",
+                  "tabular Q-learning, epsilon-greedy (Discrete observations and actions)"))
+register(AlgoSpec("sarsa", f"{_TAB}.config:SarsaConfig", f"{_TAB}.builder:TabularBuilder", "local",
+                  "tabular Sarsa, on-policy TD control (Discrete observations and actions)"))
+register(AlgoSpec("sarsa_lambda", f"{_TAB}.config:SarsaLambdaConfig", f"{_TAB}.builder:TabularBuilder", "local",
+                  "tabular Sarsa(lambda) with accumulating or replacing eligibility traces"))
+register(AlgoSpec("reinforce", f"{_PG}.reinforce:ReinforceConfig", f"{_PG}.reinforce:ReinforceBuilder", "local",
+                  "REINFORCE: episodic Monte-Carlo policy gradient, optional learned baseline"))
+register(AlgoSpec("actor_critic", f"{_PG}.one_step_ac:OneStepACConfig", f"{_PG}.one_step_ac:OneStepACBuilder", "local",
+                  "one-step actor-critic: online TD(0) critic, TD error weights the policy gradient"))

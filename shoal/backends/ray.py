@@ -68,13 +68,12 @@ class RayBackend(Backend):
         if ray.is_initialized():
             return
         if address:
-            if address != "auto":
-                # Clusters started with `ray start` use token auth; a driver naming an explicit
-                # address must opt in, the token then comes from the env or Ray's token file.
-                os.environ.setdefault("RAY_AUTH_MODE", "token")
             try:
                 ray.init(address=address, logging_level="ERROR", log_to_driver=False)
             except ConnectionError as e:
+                if os.environ.get("RAY_AUTH_MODE") == "token":
+                    raise ShoalError(f"could not connect to the Ray cluster at {address!r} ({e}); check the address printed by "
+                                     "`ray start --head`, and that RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH holds the cluster's token") from None
                 raise ShoalError(f"could not connect to the Ray cluster at {address!r} ({e}); check the address printed by `ray start --head`") from None
             except Exception as e:  # Ray raises several types for auth failures
                 text = f"{type(e).__name__}: {e}"

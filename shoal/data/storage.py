@@ -124,7 +124,7 @@ class ArrayStorage(Storage):
 
     def state(self, slots: np.ndarray) -> dict[str, Any]:
         spec = {k: {"shape": list(s), "dtype": np.dtype(d).str} for k, (s, d) in (self.spec or {}).items()}
-        return {"spec": spec, "slots": np.asarray(slots, dtype=np.int64), "fields": self.read(slots)}
+        return {"spec": spec, "slots": np.array(slots, dtype=np.int64), "fields": self.read(slots)}
 
     def load_state(self, state: dict[str, Any]) -> None:
         spec = {k: (tuple(v["shape"]), np.dtype(v["dtype"])) for k, v in state["spec"].items()}

@@ -134,7 +134,13 @@ class VecEnv:
         """Step every copy; ended copies are reset in the same call."""
         if self._discrete:
             actions = np.asarray(actions, dtype=np.int64)
-        obs, reward, terminated, truncated, info = self.env.step(actions)
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(actions)
+        except ValueError as e:
+            if "shape" in str(e) or "stack" in str(e):
+                raise EnvError(f"env {self.env_id!r} returned an observation that does not match its observation_space "
+                               f"{self.single_observation_space} ({e}); fix the env's step() or its space") from None
+            raise
         reward = np.asarray(reward, dtype=np.float32)
         terminated = np.asarray(terminated, dtype=bool)
         truncated = np.asarray(truncated, dtype=bool)

@@ -16,6 +16,7 @@ from shoal.agents import registry
 from shoal.config import build
 from shoal.core.interfaces import Builder
 from shoal.core.types import ActorReport, EnvSpec
+from shoal.run.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class NodeContext:
 
     def builder(self) -> Builder:
         torch.set_num_threads(self.torch_threads)
+        # Network initialisation draws from the global generator: seed it so every node
+        # (in this process or another) starts from the same weights.
+        torch.manual_seed(derive_seed(self.seed, "init"))
+        np.random.seed(derive_seed(self.seed, "numpy") % (2**32))
         spec = registry.get(self.algo)
         cfg = build(spec.config_cls(), self.agent_config)
         return spec.builder_cls()(cfg, self.env_spec, total_steps=self.total_steps, seed=self.seed, device=self.device)

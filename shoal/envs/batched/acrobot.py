@@ -46,6 +46,7 @@ class BatchedAcrobot(BatchedVectorEnv):
         self._state = np.zeros((4, self.num_envs), dtype=np.float64)  # theta1, theta2, dtheta1, dtheta2
         self._fresh = np.zeros(self.num_envs, dtype=np.bool_)  # state is still the float32 reset state
         self._torques = np.array([-1.0, 0.0, 1.0])
+        self._k = np.empty((4, 4, self.num_envs), dtype=np.float64)  # the four RK4 slopes
         m1, m2, l1, lc1, lc2, i1, i2, g = self.m1, self.m2, self.l1, self.lc1, self.lc2, self.inertia, self.inertia, self.g
         # Constant sub-products of Gymnasium's expressions, grouped as Python evaluates them.
         self._d1_a = m1 * lc1**2
@@ -90,8 +91,11 @@ class BatchedAcrobot(BatchedVectorEnv):
         out[:, 5] = s[3]
         return out
 
-    def _derivs(self, s: tuple[np.ndarray, ...], a: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Time derivatives of (theta1, theta2, dtheta1, dtheta2) under torque ``a`` (the "book" equations)."""
+    def _derivs(self, s: np.ndarray, a: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Time derivatives of s = (theta1, theta2, dtheta1, dtheta2) [4, N] under torque ``a``, into ``out``.
+
+        The "book" equations, each product and sum grouped exactly as Gymnasium's ``_dsdt``.
+        """
         theta1, theta2, dtheta1, dtheta2 = s
         cos2 = np.cos(theta2)
         sin2 = np.sin(theta2)
@@ -105,27 +109,33 @@ class BatchedAcrobot(BatchedVectorEnv):
             + phi2
         )
         num = a + d2 / d1 * phi1 - self._dd2_k * _pow(dtheta1, 2) * sin2 - phi2
-        ddtheta2 = num / (self._dd2_den - _pow(d2, 2) / d1)
-        ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
-        return dtheta1, dtheta2, ddtheta1, ddtheta2
+        ddtheta2 = np.divide(num, self._dd2_den - _pow(d2, 2) / d1, out=out[3])
+        np.negative(d2 * ddtheta2 + phi1, out=out[2])
+        out[2] /= d1
+        out[:2] = s[2:]
+        return out
 
     def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self._check_actions(actions, (self.num_envs,))
+        self._check_actions(actions, (self.num_envs,), integer=True)
         torque = self._torques[actions]
-        y0 = tuple(self._state)
+        y0 = self._state
+        k1, k2, k3, k4 = self._k
         dt = self.dt - 0  # Gymnasium integrates over t = [0, dt]
         half = dt / 2.0
-        k1 = self._derivs(y0, torque)
-        k2 = self._derivs(tuple(y + half * k for y, k in zip(y0, k1)), torque)
-        k3 = self._derivs(tuple(y + half * k for y, k in zip(y0, k2)), torque)
-        k4 = self._derivs(tuple(y + dt * k for y, k in zip(y0, k3)), torque)
-        w = dt / 6.0
-        new = [y + w * (a + 2 * b + 2 * c + d) for y, a, b, c, d in zip(y0, k1, k2, k3, k4)]
-        theta1, theta2 = _wrap(new[0]), _wrap(new[1])
-        state = self._state
-        state[0], state[1] = theta1, theta2
-        np.clip(new[2], -self.max_vel_1, self.max_vel_1, out=state[2])
-        np.clip(new[3], -self.max_vel_2, self.max_vel_2, out=state[3])
+        self._derivs(y0, torque, k1)
+        self._derivs(y0 + half * k1, torque, k2)
+        self._derivs(y0 + half * k2, torque, k3)
+        self._derivs(y0 + dt * k3, torque, k4)
+        k2 *= 2
+        k3 *= 2
+        k1 += k2
+        k1 += k3
+        k1 += k4
+        k1 *= dt / 6.0
+        y0 += k1
+        theta1, theta2 = _wrap(y0[0]), _wrap(y0[1])
+        np.clip(y0[2], -self.max_vel_1, self.max_vel_1, out=y0[2])
+        np.clip(y0[3], -self.max_vel_2, self.max_vel_2, out=y0[3])
         self._fresh[:] = False
         terminated = -np.cos(theta1) - np.cos(theta2 + theta1) > 1.0
         return np.where(terminated, 0.0, -1.0), terminated

@@ -28,7 +28,8 @@ from gymnasium.vector.utils import batch_space
 
 from shoal.errors import EnvError
 
-# How many raw uniforms each copy reads ahead from its generator at once.
+# About how many raw uniforms each copy reads ahead from its generator at once
+# (rounded down to whole resets): one generator call per 16 CartPole resets.
 _BLOCK = 64
 
 
@@ -77,10 +78,10 @@ class BatchedVectorEnv(VectorEnv):
         n = self.num_envs
         self._elapsed = np.zeros(n, dtype=np.int64)
         self._rngs: list[np.random.Generator | None] = [None] * n
-        self._block = _BLOCK - _BLOCK % self.draws_per_reset
-        self._ubuf = np.empty((n, self._block), dtype=np.float64)
-        self._upos = np.full(n, self._block, dtype=np.int64)  # == block: refill before next draw
-        self._draw_cols = np.arange(self.draws_per_reset, dtype=np.int64)
+        # Raw uniforms read ahead per copy: _ubuf[i, k] holds the draws of copy i's k-th next reset.
+        self._resets_per_block = max(1, _BLOCK // self.draws_per_reset)
+        self._ubuf = np.empty((n, self._resets_per_block, self.draws_per_reset), dtype=np.float64)
+        self._upos = np.full(n, self._resets_per_block, dtype=np.int64)  # == block size: refill first
         self._has_reset = False
         if seed is not None:
             self._seed_rows(np.arange(n), [int(seed) + i for i in range(n)])
@@ -165,12 +166,17 @@ class BatchedVectorEnv(VectorEnv):
 
     # -- helpers for subclasses -----------------------------------------------------------
 
-    def _check_actions(self, actions: np.ndarray, shape: tuple[int, ...]) -> None:
-        """Raise a one-line error unless ``actions`` has the batched shape ``shape``."""
+    def _check_actions(self, actions: np.ndarray, shape: tuple[int, ...], integer: bool = False) -> None:
+        """Raise a one-line error unless ``actions`` has the batched ``shape`` (and an integer dtype)."""
         if actions.shape != shape:
             raise EnvError(
                 f"{type(self).__name__} expects actions of shape {shape}, got {actions.shape}; "
                 f"pass one action per copy (num_envs={self.num_envs})"
+            )
+        if integer and actions.dtype.kind not in "iub":
+            raise EnvError(
+                f"{type(self).__name__} takes integer actions, got dtype {actions.dtype}; "
+                "cast them, e.g. actions.astype(np.int64)"
             )
 
     # -- seeding and draws --------------------------------------------------------------
@@ -190,22 +196,23 @@ class BatchedVectorEnv(VectorEnv):
         """Give copies ``rows`` fresh generators, as ``Env.reset(seed=...)`` does."""
         for i, s in zip(rows, seeds):
             self._rngs[i] = seeding.np_random(s)[0]
-        self._upos[rows] = self._block
+        self._upos[rows] = self._resets_per_block
 
     def _draw(self, rows: np.ndarray) -> np.ndarray:
         """The next ``draws_per_reset`` raw uniforms of each copy in ``rows``: [len(rows), draws]."""
-        d = self.draws_per_reset
         pos = self._upos[rows]
-        for j in np.flatnonzero(pos + d > self._block):  # a block is used up: rare
-            i = rows[j]
-            rng = self._rngs[i]
-            if rng is None:  # never seeded: Gymnasium seeds from OS entropy
-                rng = self._rngs[i] = seeding.np_random(None)[0]
-            self._ubuf[i] = rng.random(self._block)
-            pos[j] = 0
-        flat = (rows * self._block + pos)[:, None] + self._draw_cols
-        self._upos[rows] = pos + d
-        return self._ubuf.ravel().take(flat)
+        used_up = pos >= self._resets_per_block
+        if used_up.any():  # rare: one generator call per block of resets
+            for j in np.flatnonzero(used_up):
+                i = rows[j]
+                rng = self._rngs[i]
+                if rng is None:  # never seeded: Gymnasium seeds from OS entropy
+                    rng = self._rngs[i] = seeding.np_random(None)[0]
+                rng.random(out=self._ubuf[i])
+                pos[j] = 0
+        u = self._ubuf[rows, pos]
+        self._upos[rows] = pos + 1
+        return u
 
     @staticmethod
     def _bounds(options: dict[str, Any] | None, low: float, high: float) -> tuple[float, float]:

@@ -65,10 +65,10 @@ class BatchedCartPole(BatchedVectorEnv):
         return out
 
     def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self._check_actions(actions, (self.num_envs,))
+        self._check_actions(actions, (self.num_envs,), integer=True)
         x, x_dot, theta, theta_dot = self._state
         cos, sin, temp, acc, tmp = self._tmp
-        force = np.where(actions == 1, self.force_mag, -self.force_mag)
+        force = np.where(actions == 1, self.force_mag, -self.force_mag)  # as Gymnasium: 1 right, else left
         np.cos(theta, out=cos)
         np.sin(theta, out=sin)
         # temp = (force + polemass_length * theta_dot**2 * sin) / total_mass

@@ -56,7 +56,7 @@ class BatchedMountainCar(BatchedVectorEnv):
         return out
 
     def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self._check_actions(actions, (self.num_envs,))
+        self._check_actions(actions, (self.num_envs,), integer=True)
         position, velocity = self._state
         push = (actions.astype(np.int64, copy=False) - 1) * self.force
         push += np.cos(3 * position) * (-self.gravity)

@@ -1,0 +1,103 @@
+"""Pieces shared by the textbook policy-gradient methods: REINFORCE and one-step actor-critic.
+
+Both use the PPO/A2C :class:`~shoal.agents.pg.networks.ActorCritic` network (separate
+policy and value MLPs, categorical or Gaussian policy) with one optimiser holding two
+learning rates: ``lr`` for the policy and ``vf_lr`` for the value function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from shoal.agents.pg.networks import ActorCritic
+from shoal.config import in_range, positive, require
+from shoal.core.types import EnvSpec
+from shoal.run.optim import load_optimizer_state, optimizer_state
+
+
+@dataclass
+class VanillaPGConfig:
+    """Settings shared by REINFORCE and one-step actor-critic."""
+
+    num_envs: int = 1
+    """Env copies stepped by each actor."""
+    rollout_length: int = 1
+    """Vector steps per hand-over to the learner."""
+    gamma: float = 0.99
+    """Discount factor."""
+    lr: float = 1e-3
+    """Learning rate of the policy."""
+    vf_lr: float = 1e-3
+    """Learning rate of the value function (baseline or critic)."""
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    """Optimiser (sgd is the textbook update)."""
+    optimizer_eps: float = 1e-8
+    """Epsilon of the adam / rmsprop denominator."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight."""
+    max_grad_norm: float = 0.0
+    """Global gradient-norm clip (0: off)."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the policy and value MLPs."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or silu."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of Gaussian policies."""
+    normalize_obs: bool = False
+    """Normalise observations with running statistics (saved in the checkpoint)."""
+
+    def __post_init__(self) -> None:
+        positive(self, "num_envs", "rollout_length", "lr", "vf_lr", "optimizer_eps")
+        in_range(self, "gamma", 0.0, 1.0)
+        require(self.ent_coef >= 0, f"ent_coef must be >= 0, got {self.ent_coef}")
+        require(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm}")
+        require(all(h > 0 for h in self.hidden), f"hidden sizes must be > 0, got {list(self.hidden)}")
+        require(self.activation in ("tanh", "relu", "elu", "silu"), f"activation must be tanh, relu, elu or silu; got {self.activation!r}")
+
+
+def make_vanilla_networks(cfg: VanillaPGConfig, spec: EnvSpec) -> ActorCritic:
+    """The actor-critic network with separate policy and value torsos."""
+    return ActorCritic(spec, cfg.hidden, cfg.activation, False, cfg.log_std_init, cfg.normalize_obs)
+
+
+def make_two_rate_optimizer(net: ActorCritic, cfg: VanillaPGConfig) -> torch.optim.Optimizer:
+    """One optimiser, two groups: the policy at ``lr``, the value function at ``vf_lr``."""
+    value_ids = {id(p) for p in net.v.parameters()}
+    if not net.shared:
+        value_ids |= {id(p) for p in net.v_torso.parameters()}
+    value = [p for p in net.parameters() if id(p) in value_ids]
+    policy = [p for p in net.parameters() if id(p) not in value_ids]
+    groups = [{"params": policy, "lr": cfg.lr}, {"params": value, "lr": cfg.vf_lr}]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, eps=cfg.optimizer_eps)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, alpha=0.99, eps=cfg.optimizer_eps)
+    return torch.optim.SGD(groups)
+
+
+def gradient_step(net: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float) -> float:
+    """Backward, optional global-norm clip, optimiser step; returns the gradient norm before clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in net.parameters() if p.grad is not None]
+    if max_grad_norm > 0:
+        norm = float(nn.utils.clip_grad_norm_(params, max_grad_norm))
+    else:
+        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+    opt.step()
+    return norm
+
+
+def learner_state(net: nn.Module, opt: torch.optim.Optimizer, **extra: Any) -> dict[str, Any]:
+    """A checkpointable learner state: networks, optimiser and plain counters."""
+    return {"networks": net.state_dict(), "optimizer": optimizer_state(opt), **extra}
+
+
+def load_learner_state(net: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Restore the networks and optimiser from :func:`learner_state`."""
+    net.load_state_dict(state["networks"])
+    load_optimizer_state(opt, state["optimizer"])

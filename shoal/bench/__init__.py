@@ -1,0 +1,1 @@
+"""`shoal bench`: throughput measurements anyone can run."""

@@ -1,0 +1,129 @@
+"""The ``shoal`` command: train, eval, plot, list (and bench)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from shoal.errors import ShoalError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shoal", description="Reinforcement learning at every scale.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train an algorithm; writes a run directory")
+    t.add_argument("algo", nargs="?", help="algorithm name (see `shoal list`); optional with --resume")
+    t.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1")
+    t.add_argument("--steps", type=int, help="total env steps (default: per-env default)")
+    t.add_argument("--seed", type=int, help="run seed (default 0)")
+    t.add_argument("--run-dir", help="run directory (default runs/ALGO_ENV_sSEED_TIME)")
+    t.add_argument("--backend", choices=["inprocess", "ray"], help="where nodes run (default inprocess)")
+    t.add_argument("--num-actors", type=int, help="actor nodes (default 1)")
+    t.add_argument("--ray-address", help="connect to this Ray cluster instead of starting a private one")
+    t.add_argument("--config", help="YAML file of settings")
+    t.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress line")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. lr=3e-4 hidden=[64,64]")
+
+    e = sub.add_parser("eval", help="evaluate the last checkpoint of a run")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=int, default=20)
+    e.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's eval seed)")
+    e.add_argument("--out", help="also write the result as JSON here")
+
+    pl = sub.add_parser("plot", help="plot learning curves of one or more runs into a PNG")
+    pl.add_argument("run_dirs", nargs="+")
+    pl.add_argument("--out", default="learning_curve.png")
+    pl.add_argument("--x", default="env_steps", help="x column: env_steps or wall_time_s")
+    pl.add_argument("--y", default="episode_return_mean")
+    pl.add_argument("--title")
+
+    sub.add_parser("list", help="algorithms, topologies and backends")
+
+    from shoal.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
+    return p
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from shoal.config import parse_overrides
+    from shoal.run.runner import train
+
+    if a.resume and a.run_dir:
+        raise ShoalError("pass either --resume DIR or --run-dir DIR, not both")
+    run = train(a.algo, a.env, steps=a.steps, seed=a.seed, run_dir=a.run_dir, backend=a.backend, num_actors=a.num_actors,
+                config=a.config, overrides=parse_overrides(a.overrides), resume=a.resume, ray_address=a.ray_address,
+                quiet=a.quiet)
+    msg = f"run directory: {run.run_dir}  env steps: {run.env_steps:,}  wall: {run.wall_time_s:.1f}s"
+    if run.eval:
+        msg += f"  eval mean return: {run.eval['mean_return']:.1f} +- {run.eval['std_return']:.1f} ({run.eval['episodes']} episodes)"
+    print(msg)
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from shoal.run.checkpoint import atomic_write_text
+    from shoal.run.reload import evaluate_run
+
+    result = evaluate_run(Path(a.run_dir), a.episodes, a.seed)
+    text = json.dumps(result, indent=2)
+    if a.out:
+        atomic_write_text(Path(a.out), text)
+    print(f"mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} over {result['episodes']} episodes "
+          f"(checkpoint at {result['env_steps']:,} env steps)")
+    return 0
+
+
+def _cmd_plot(a: argparse.Namespace) -> int:
+    from shoal.run.plots import plot_runs
+
+    out = plot_runs([Path(d) for d in a.run_dirs], Path(a.out), a.x, a.y, a.title)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_list(a: argparse.Namespace) -> int:
+    from shoal.agents.registry import ALGORITHMS
+    from shoal.backends import BACKENDS
+    from shoal.topologies import TOPOLOGIES
+
+    print("algorithms:")
+    for name, spec in sorted(ALGORITHMS.items()):
+        print(f"  {name:<14} {spec.summary} (topology: {spec.topology})")
+    print("topologies: " + ", ".join(sorted(TOPOLOGIES)))
+    print("backends:   " + ", ".join(BACKENDS))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit 2, no traceback."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value settings may come before or after options; anything else unknown is an error.
+    bad = [x for x in extra if x.startswith("-") or "=" not in x or args.cmd != "train"]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if args.cmd == "train":
+        args.overrides = list(args.overrides) + extra
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "list": _cmd_list}
+    try:
+        if args.cmd == "bench":
+            from shoal.bench.cli import run_bench
+
+            return run_bench(args)
+        return handlers[args.cmd](args)
+    except ShoalError as e:
+        print(f"shoal: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shoal: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

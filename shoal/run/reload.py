@@ -1,0 +1,48 @@
+"""Re-loading a finished run: its config, networks and a policy, for `shoal eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shoal.agents import registry
+from shoal.config import build
+from shoal.envs.make import env_spec
+from shoal.errors import CheckpointError
+from shoal.run.checkpoint import list_checkpoints, load_checkpoint
+from shoal.run.evaluate import evaluate, evaluation_env_id
+from shoal.run.seeding import derive_seed
+
+
+def load_policy(run_dir: Path) -> tuple[Any, dict[str, Any], int]:
+    """The deterministic policy of a run's last checkpoint, its config and the checkpoint's env steps."""
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise CheckpointError(f"{run_dir} has no config.yaml; pass a run directory written by `shoal train`")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    ckpts = list_checkpoints(run_dir / "checkpoints")
+    if not ckpts:
+        raise CheckpointError(f"{run_dir} has no checkpoint; train it first (or resume it)")
+    tree, meta = load_checkpoint(ckpts[-1])
+    spec = registry.get(cfg["algo"])
+    agent_cfg = build(spec.config_cls(), cfg["agent"])
+    builder = spec.builder_cls()(agent_cfg, env_spec(cfg["env"]), total_steps=cfg["run"]["steps"], seed=cfg["run"]["seed"])
+    net = builder.make_networks()
+    try:
+        net.load_state_dict(tree["program"]["learner"]["networks"])
+    except (KeyError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {ckpts[-1]} does not match the run's networks ({type(e).__name__}); was config.yaml edited?") from None
+    return builder.make_policy(net, evaluation=True), cfg, int(meta.get("env_steps", 0))
+
+
+def evaluate_run(run_dir: Path, episodes: int = 20, seed: int | None = None) -> dict[str, Any]:
+    """Evaluate a run's last checkpoint with deterministic actions."""
+    policy, cfg, steps = load_policy(Path(run_dir))
+    spec = env_spec(cfg["env"])
+    bounds = None if spec.discrete else (spec.action_low, spec.action_high)
+    env = cfg["run"].get("eval_env") or evaluation_env_id(cfg["env"])
+    result = evaluate(policy, env, episodes, derive_seed(cfg["run"]["seed"], "eval") if seed is None else seed, bounds)
+    result["env_steps"] = steps
+    return result
