@@ -173,13 +173,24 @@ def _dense_final_obs(info: dict, obs: np.ndarray, done: np.ndarray) -> np.ndarra
     return out
 
 
+def _batched_twin(env_id: str) -> str | None:
+    """The ``shoal/`` batched id for ``env_id`` (itself if it is one), or None."""
+    try:
+        from shoal.envs.batched import BATCHED_IDS
+    except ImportError:
+        return None
+    if env_id in BATCHED_IDS:
+        return BATCHED_IDS[env_id]
+    return env_id if env_id in BATCHED_IDS.values() else None
+
+
 def make_vec_env(env: EnvLike, num_envs: int, seed: int | None = None, mode: str = "auto", check: bool = True,
                  env_kwargs: dict[str, Any] | None = None) -> VecEnv:
     """A :class:`VecEnv` of ``num_envs`` copies, reset with ``seed`` (copy i gets ``seed + i``).
 
     ``mode``: ``sync`` (one process), ``async`` (a process per copy), ``batched``
-    (shoal's numpy-vectorised envs, ids ``shoal/...``), ``envpool``, or ``auto``
-    (batched for ``shoal/`` ids, sync otherwise).
+    (shoal's numpy-vectorised envs with Gymnasium's exact dynamics), ``envpool``, or
+    ``auto`` (batched where such a twin exists, sync otherwise).
     """
     if mode not in VECTOR_MODES:
         raise EnvError(f"unknown vector mode {mode!r}; use one of {VECTOR_MODES}")
@@ -190,9 +201,14 @@ def make_vec_env(env: EnvLike, num_envs: int, seed: int | None = None, mode: str
     if isinstance(env, str):
         check_env_id(env)
         if mode == "auto":
-            mode = "batched" if env.startswith("shoal/") and gym.registry[env].vector_entry_point else "sync"
+            # Classic-control ids have numpy-batched twins with Gymnasium's exact dynamics
+            # (tested step for step): same env, one call for all copies.
+            mode = "batched" if _batched_twin(env) and not kwargs else "sync"
         if mode == "batched":
-            vec = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+            twin = _batched_twin(env)
+            if twin is None or kwargs:
+                raise EnvError(f"no batched version of {env!r}{' with env_kwargs' if kwargs else ''}; use vector=sync")
+            vec = gym.make_vec(twin, num_envs=num_envs, vectorization_mode="vector_entry_point")
         elif mode == "envpool":
             from shoal.envs.envpool_adapter import make_envpool
 

@@ -52,10 +52,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 def _split(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     """Replace tensors/arrays in ``tree`` by references, collecting them into ``tensors``."""
     if isinstance(tree, torch.Tensor):
-        tensors[prefix] = tree.detach().cpu().contiguous()
+        # Copies: safetensors refuses tensors that share memory (views, tied weights).
+        tensors[prefix] = tree.detach().to("cpu", copy=True).contiguous()
         return {_TENSOR: prefix}
     if isinstance(tree, np.ndarray):
-        tensors[prefix] = torch.from_numpy(np.ascontiguousarray(tree))
+        tensors[prefix] = torch.from_numpy(np.array(tree, copy=True, order="C"))
         return {_NDARRAY: prefix}
     if isinstance(tree, dict):
         if tree and all(isinstance(k, int) and not isinstance(k, bool) for k in tree):
