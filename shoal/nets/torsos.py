@@ -82,3 +82,37 @@ class _Flatten(nn.Module):
         elif self.obs_ndim > 1:
             x = x.flatten(start_dim=-self.obs_ndim)
         return self.mlp.net(x.float())
+
+
+class ParallelMLP(nn.Module):
+    """``k`` independent MLPs of the same shape over the same input, one batched matmul per layer.
+
+    ``forward(x[N, in]) -> [k, N, out]``. Used for an actor-critic's separate policy and
+    value torsos (and twin critics): half the kernel launches and autograd nodes of two
+    separate MLPs, with identical math (each slice is initialised like its own ``MLP``).
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], k: int = 2, act: str = "tanh", init_gain: float = math.sqrt(2)) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("ParallelMLP needs at least one hidden layer")
+        self.k = k
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        d = in_dim
+        for h in hidden:
+            w = torch.empty(k, d, h)
+            for i in range(k):
+                # orthogonal_ on the [out, in] view, as nn.Linear would hold it
+                nn.init.orthogonal_(w[i].T, init_gain)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.zeros(k, 1, h)))
+            d = h
+        self.act = activation(act)()
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.reshape(-1, x.shape[-1]).expand(self.k, -1, -1)
+        for w, b in zip(self.weights, self.biases):
+            h = self.act(torch.baddbmm(b, h, w))
+        return h

@@ -61,9 +61,13 @@ class ActorCriticLearner(Learner):
         adv, returns, old_values = flat(adv), flat(returns), flat(values)
         mb = n if cfg.minibatch_size == 0 else min(cfg.minibatch_size, n)
 
-        stats = {"loss_pi": 0.0, "loss_v": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
+        # Per-step metrics stay tensors (no host sync inside the loop); averaged once at the end.
+        names = ("loss_pi", "loss_v", "entropy", "approx_kl", "clip_frac", "grad_norm")
+        totals = torch.zeros(len(names))
         count = 0
         dist = self.net.dist
+        params_list = list(self.net.parameters())
+        zero = torch.zeros(())
         for _ in range(cfg.epochs):
             perm = torch.randperm(n, generator=self.gen).to(dev) if mb < n else None
             for start in range(0, n - mb + 1, mb):
@@ -73,27 +77,30 @@ class ActorCriticLearner(Learner):
                 a = adv[idx]
                 if cfg.normalize_advantages and a.numel() > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
-                ent = dist.entropy(params).mean()
-                clip_frac = torch.zeros(())
+                log_ratio = logp - old_logp[idx]
                 if cfg.loss == "clip":
                     loss_pi, clip_frac = ppo_clip_loss(logp, old_logp[idx], a, clip)
-                    kl = dist.kl(old_params[idx], params).mean()
                 elif cfg.loss == "kl_penalty":
                     kl_per = dist.kl(old_params[idx], params)
                     loss_pi = ppo_kl_penalty_loss(logp, old_logp[idx], a, kl_per, self.beta)
-                    kl = kl_per.mean()
+                    clip_frac = zero
                 else:
-                    loss_pi = policy_gradient_loss(logp, a)
-                    kl = dist.kl(old_params[idx], params).mean()
+                    loss_pi, clip_frac = policy_gradient_loss(logp, a), zero
                 loss_v = value_loss(v, returns[idx], old_values[idx], clip if cfg.clip_value_loss else None)
-                loss = loss_pi + cfg.vf_coef * loss_v - cfg.ent_coef * ent
+                loss = loss_pi + cfg.vf_coef * loss_v
+                if cfg.ent_coef > 0:
+                    ent = dist.entropy(params).mean()
+                    loss = loss - cfg.ent_coef * ent
+                else:
+                    ent = zero
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                gn = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else torch.zeros(())
+                gn = nn.utils.clip_grad_norm_(params_list, cfg.max_grad_norm, foreach=True) if cfg.max_grad_norm > 0 else zero
                 self.opt.step()
-                for k, val in (("loss_pi", loss_pi), ("loss_v", loss_v), ("entropy", ent), ("approx_kl", kl),
-                               ("clip_frac", clip_frac), ("grad_norm", gn)):
-                    stats[k] += float(val.detach())
+                with torch.no_grad():
+                    # k3 estimator of KL(old || new): cheap and unbiased
+                    approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean()
+                    totals += torch.stack([loss_pi.detach(), loss_v.detach(), ent.detach(), approx_kl, clip_frac, gn.detach()])
                 count += 1
 
         if cfg.loss == "kl_penalty":
@@ -107,9 +114,12 @@ class ActorCriticLearner(Learner):
         self.net.obs_norm.update(r["obs"])
         self.version += 1
         self.env_steps += n
-        out = {k: v / max(count, 1) for k, v in stats.items()}
+        out = dict(zip(names, (totals / max(count, 1)).tolist()))
         with torch.no_grad():
             out["explained_variance"] = explained_variance(old_values, returns)
+            if cfg.ent_coef == 0:
+                params, _ = self.net(obs)
+                out["entropy"] = float(dist.entropy(params).mean())
         out.update(lr=lr, clip=clip, kl_beta=self.beta, policy_lag=float(self.version - 1 - rollout.policy_version))
         return out
 

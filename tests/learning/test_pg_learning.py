@@ -1,0 +1,47 @@
+"""PPO and A2C reach stated returns within stated step budgets, with fixed seeds.
+
+Thresholds are the issue's: PPO CartPole-v1 eval >= 475 at 100k steps (seeds 0-2, both
+backends), A2C >= 400 within 200k, Gaussian PPO on Pendulum-v1 >= -300 within 200k.
+"""
+
+import pytest
+
+import shoal
+
+
+def _eval(tmp_path, algo, env, seed, **kw):
+    r = shoal.train(algo, env, seed=seed, run_dir=tmp_path / f"{algo}-{seed}-{kw.get('backend', 'inprocess')}",
+                    quiet=True, tensorboard=False, **kw)
+    return r.eval["mean_return"]
+
+
+def test_ppo_cartpole_defaults_solve(tmp_path):
+    """The README command's settings (no --steps) solve CartPole-v1."""
+    assert _eval(tmp_path, "ppo", "CartPole-v1", 0) >= 475
+
+
+def test_ppo_kl_penalty_learns_cartpole(tmp_path):
+    ret = _eval(tmp_path, "ppo", "CartPole-v1", 0, steps=40_000, overrides={"loss": "kl_penalty", "kl_beta": 1.0})
+    assert ret >= 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppo_cartpole_100k(tmp_path, seed):
+    assert _eval(tmp_path, "ppo", "CartPole-v1", seed, steps=100_000) >= 475
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ppo_cartpole_ray_two_actors(tmp_path):
+    assert _eval(tmp_path, "ppo", "CartPole-v1", 0, steps=100_000, backend="ray", num_actors=2) >= 475
+
+
+@pytest.mark.slow
+def test_a2c_cartpole_200k(tmp_path):
+    assert _eval(tmp_path, "a2c", "CartPole-v1", 0, steps=200_000) >= 400
+
+
+@pytest.mark.slow
+def test_ppo_gaussian_pendulum_200k(tmp_path):
+    assert _eval(tmp_path, "ppo", "Pendulum-v1", 0, steps=200_000) >= -300
