@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-BASE_COLUMNS = ["env_steps", "wall_time_s", "episode_return_mean", "episode_length_mean", "episodes", "sps"]
+BASE_COLUMNS = ["env_steps", "wall_time_s", "episode_return_mean", "episode_length_mean", "episodes", "sps", "eval_return_mean"]
 
 
 class _TensorBoardThread(threading.Thread):

@@ -166,6 +166,16 @@ def _train(resolved: ResolvedConfig, env_spec: Any, run_dir: Path, ckpt_dir: Pat
     metric_sums: dict[str, float] = {}
     metric_count = 0
     window_steps, window_start = 0, time.perf_counter()
+    eval_env = run.eval_env or (evaluation_env_id(resolved.env_id) if isinstance(resolved.env, str) else resolved.env)
+    bounds = None if env_spec.discrete else (env_spec.action_low, env_spec.action_high)
+    next_eval = (env_steps // run.eval_every + 1) * run.eval_every if run.eval_every else None
+    last_eval: dict[str, Any] | None = None
+
+    def run_eval() -> dict[str, Any]:
+        res = evaluate(program.eval_policy(), eval_env, run.eval_episodes or 20, eval_seed, bounds)
+        res["env_steps"] = env_steps
+        return res
+
     progress = ProgressLine(run.steps, f"{resolved.algo} {resolved.env_id}", disable=quiet)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
@@ -204,17 +214,23 @@ def _train(resolved: ResolvedConfig, env_spec: Any, run_dir: Path, ckpt_dir: Pat
                     next_log = (env_steps // log_every + 1) * log_every
                     metric_sums, metric_count = {}, 0
                     window_steps, window_start = 0, now
+                if next_eval is not None and env_steps >= next_eval:
+                    next_eval = (env_steps // run.eval_every + 1) * run.eval_every
+                    last_eval = run_eval()
+                    erow = {"env_steps": env_steps, "wall_time_s": round(wall_offset + time.perf_counter() - start, 4),
+                            "eval_return_mean": last_eval["mean_return"]}
+                    logger.log(erow)
+                    history.append(erow)
+                    if run.target_return is not None and last_eval["mean_return"] >= run.target_return:
+                        break
                 if env_steps >= next_ckpt and env_steps < run.steps:
                     save(env_steps)
                     next_ckpt = (env_steps // every + 1) * every
             save(env_steps)
         result = None
         if run.eval_episodes > 0:
-            policy = program.eval_policy()
-            eval_env = run.eval_env or (evaluation_env_id(resolved.env_id) if isinstance(resolved.env, str) else resolved.env)
-            bounds = None if env_spec.discrete else (env_spec.action_low, env_spec.action_high)
-            result = evaluate(policy, eval_env, run.eval_episodes, eval_seed, bounds)
-            result["env_steps"] = env_steps
+            # The policy has not changed since an evaluation at this very step: reuse it.
+            result = last_eval if last_eval is not None and last_eval["env_steps"] == env_steps else run_eval()
             atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
         return Run(run_dir, resolved, env_steps, result, wall_offset + time.perf_counter() - start, history)
     finally:

@@ -27,6 +27,10 @@ class RunConfig:
     """Vector env kind: auto, sync, async, batched, envpool."""
     eval_episodes: int = 20
     """Episodes in the final evaluation (deterministic actions)."""
+    eval_every: int = 0
+    """Env steps between evaluations during training (0: only the final one)."""
+    target_return: float | None = None
+    """Stop as soon as an evaluation's mean return reaches this (needs eval_every > 0)."""
     eval_env: str = ""
     """Env id for evaluation (empty: the training env; batched ids map to Gymnasium's)."""
     checkpoint_every: int = 0
@@ -47,6 +51,9 @@ class RunConfig:
         require(self.vector in ("auto", "sync", "async", "batched", "envpool"),
                 f"vector must be one of auto, sync, async, batched, envpool; got {self.vector!r}")
         require(self.eval_episodes >= 0, f"eval_episodes must be >= 0, got {self.eval_episodes}")
+        require(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}")
+        require(self.target_return is None or self.eval_every > 0,
+                "target_return needs periodic evaluation; set eval_every too, e.g. eval_every=2048")
         require(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         require(self.log_every >= 0, f"log_every must be >= 0, got {self.log_every}")
         require(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
