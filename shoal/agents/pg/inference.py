@@ -1,0 +1,128 @@
+"""Action selection engines for the on-policy actor: torch, or numpy for small MLP batches.
+
+For a few env copies and a small MLP, torch's per-operation overhead (several
+microseconds per op) costs more than the arithmetic; the same network evaluated with
+numpy on views of the very same parameter tensors is 2-3x faster. Both engines share
+one interface and return numpy arrays; which one an actor uses depends only on the
+network and the batch size, never on the backend, so runs stay reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from shoal.agents.pg.networks import ActorCritic
+from shoal.nets.heads import LOG_STD_MAX, LOG_STD_MIN
+from shoal.nets.torsos import ParallelMLP
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+#: Up to this many env copies per actor, eligible networks are evaluated with numpy.
+NUMPY_MAX_BATCH = 128
+
+
+class TorchEngine:
+    """Evaluates the network with torch (any torso, any device)."""
+
+    def __init__(self, net: ActorCritic, seed: int) -> None:
+        self.net = net
+        self.gen = torch.Generator().manual_seed(seed)
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(action, log_prob, value, policy_params)`` for a batch of observations."""
+        params, value = self.net(torch.from_numpy(obs))
+        action = self.net.dist.sample(params, self.gen)
+        logp = self.net.dist.log_prob(params, action)
+        return action.numpy(), logp.numpy(), value.numpy(), params.numpy()
+
+    @torch.inference_mode()
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        return self.net.value(torch.from_numpy(obs)).numpy()
+
+    def get_state(self) -> torch.Tensor:
+        return self.gen.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.gen.set_state(state)
+
+
+class NumpyEngine:
+    """Evaluates a fused-MLP actor-critic with numpy on views of its parameters.
+
+    The views share memory with the module's tensors, so parameters loaded into the
+    module (``load_state_dict`` copies in place) are seen without any refresh.
+    """
+
+    def __init__(self, net: ActorCritic, seed: int) -> None:
+        assert NumpyEngine.supports(net)
+        self.net = net
+        self.discrete = net.dist.__name__ == "Categorical"
+        torso: ParallelMLP = net.torso  # type: ignore[assignment]
+        self.layers = [(w.detach().numpy(), b.detach().numpy()) for w, b in zip(torso.weights, torso.biases)]
+        self.act_fn = {"Tanh": np.tanh, "ReLU": lambda x: np.maximum(x, 0, out=x)}[type(torso.act).__name__]
+        head = net.pi.logits if self.discrete else net.pi.mean
+        self.w_pi, self.b_pi = head.weight.detach().numpy(), head.bias.detach().numpy()
+        self.log_std = None if self.discrete else net.pi.log_std.detach().numpy()
+        self.w_v, self.b_v = net.v.v.weight.detach().numpy(), net.v.v.bias.detach().numpy()
+        norm = net.obs_norm
+        self.norm = (norm.mean.numpy(), norm.var.numpy(), norm.epsilon, norm.clip) if norm.enabled else None
+        self.rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def supports(net: ActorCritic) -> bool:
+        """True for a fused MLP actor-critic with tanh/relu activations on CPU."""
+        return (isinstance(net, ActorCritic) and getattr(net, "fused", False) and isinstance(net.torso, ParallelMLP)
+                and type(net.torso.act).__name__ in ("Tanh", "ReLU") and net.obs_ndim == 1
+                and all(p.device.type == "cpu" for p in net.parameters()))
+
+    def _torso(self, obs: np.ndarray) -> np.ndarray:
+        x = obs.astype(np.float32, copy=False)
+        if self.norm is not None:
+            mean, var, eps, clip = self.norm
+            x = np.clip((x - mean) / np.sqrt(var + eps), -clip, clip).astype(np.float32, copy=False)
+        h = x
+        for w, b in self.layers:
+            h = np.matmul(h, w)
+            h += b
+            h = self.act_fn(h)
+        return h  # [2, B, hidden]
+
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        h = self._torso(obs)
+        out = h[0] @ self.w_pi.T
+        out += self.b_pi
+        value = (h[1] @ self.w_v.T)[:, 0] + self.b_v[0]
+        if self.discrete:
+            u = self.rng.random(out.shape, dtype=np.float32)
+            np.maximum(u, np.float32(1e-20), out=u)
+            action = np.argmax(out - np.log(-np.log(u)), axis=-1)
+            m = out.max(-1, keepdims=True)
+            lse = m[:, 0] + np.log(np.exp(out - m).sum(-1))
+            logp = np.take_along_axis(out, action[:, None], -1)[:, 0] - lse
+            return action, logp.astype(np.float32), value, out
+        log_std = np.clip(self.log_std, LOG_STD_MIN, LOG_STD_MAX)
+        noise = self.rng.standard_normal(out.shape, dtype=np.float32)
+        action = out + np.exp(log_std) * noise
+        logp = (-0.5 * noise**2 - log_std - _HALF_LOG_2PI).sum(-1)
+        params = np.concatenate([out, np.broadcast_to(log_std, out.shape)], -1)
+        return action.astype(np.float32), logp.astype(np.float32), value, params
+
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        h = self._torso(obs)
+        return (h[1] @ self.w_v.T)[:, 0] + self.b_v[0]
+
+    def get_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def make_engine(net: ActorCritic, num_envs: int, seed: int, prefer: str = "auto") -> TorchEngine | NumpyEngine:
+    """Numpy for small batches of eligible networks (``prefer='auto'``), torch otherwise."""
+    if prefer == "numpy" or (prefer == "auto" and num_envs <= NUMPY_MAX_BATCH and NumpyEngine.supports(net)):
+        return NumpyEngine(net, seed)
+    return TorchEngine(net, seed)
