@@ -11,6 +11,7 @@ from shoal.agents.pg.config import ActorCriticConfig
 from shoal.agents.pg.loss import (adapt_kl_beta, explained_variance, policy_gradient_loss, ppo_clip_loss,
                                   ppo_kl_penalty_loss, value_loss)
 from shoal.agents.pg.networks import ActorCritic
+from shoal.core.device import to_device
 from shoal.core.interfaces import Learner
 from shoal.core.types import Rollout
 from shoal.returns import fold_truncation, gae
@@ -37,7 +38,8 @@ class ActorCriticLearner(Learner):
         self.beta = cfg.kl_beta
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
-        return self.version, {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        # Copies: the caller may hold these while the learner keeps updating in place.
+        return self.version, {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
 
     def step(self, data: Any = None) -> dict[str, float]:
         rollout = Rollout.concat(data) if isinstance(data, list) else data
@@ -48,16 +50,16 @@ class ActorCriticLearner(Learner):
         for g in self.opt.param_groups:
             g["lr"] = lr
 
-        r = {n: getattr(rollout, n).to(dev) for n in Rollout._SEQ}
+        r = {n: to_device(getattr(rollout, n), dev) for n in Rollout._SEQ}
         rewards, discounts = fold_truncation(r["rewards"], r["terminated"], r["truncated"], r["final_values"], cfg.gamma)
         values = r["values"]
-        adv = gae(rewards, values, rollout.bootstrap_value.to(dev), discounts, cfg.gae_lambda)
+        adv = gae(rewards, values, to_device(rollout.bootstrap_value, dev), discounts, cfg.gae_lambda)
         returns = adv + values
 
         n = rewards.numel()
         flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
         obs, actions, old_logp = flat(r["obs"]), flat(r["actions"]), flat(r["log_probs"])
-        old_params = flat(rollout.extras["policy_params"].to(dev))
+        old_params = flat(to_device(rollout.extras["policy_params"], dev))
         adv, returns, old_values = flat(adv), flat(returns), flat(values)
         mb = n if cfg.minibatch_size == 0 else min(cfg.minibatch_size, n)
 
@@ -69,7 +71,7 @@ class ActorCriticLearner(Learner):
         params_list = list(self.net.parameters())
         zero = torch.zeros(())
         for _ in range(cfg.epochs):
-            perm = torch.randperm(n, generator=self.gen).to(dev) if mb < n else None
+            perm = torch.randperm(n, generator=self.gen).to(dev) if mb < n else None  # CPU generator: same order on any device
             for start in range(0, n - mb + 1, mb):
                 idx = perm[start:start + mb] if perm is not None else slice(None)
                 params, v = self.net(obs[idx])
