@@ -50,7 +50,8 @@ def plot_runs(run_dirs: list[Path], out: Path, x: str = "env_steps", y: str = "e
         cols = read_metrics(d)
         if x not in cols or y not in cols:
             raise ShoalError(f"{d}/metrics.csv has no column {x if x not in cols else y!r}; columns: {', '.join(cols)}")
-        ax.plot(cols[x], cols[y], label=_label(d), linewidth=1.5)
+        pts = [(a, b) for a, b in zip(cols[x], cols[y]) if b == b and a == a]  # drop blanks (NaN)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=_label(d), linewidth=1.5)
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(y.replace("_", " "))
     ax.grid(alpha=0.3)
