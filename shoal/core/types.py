@@ -56,38 +56,52 @@ class StepResult:
 class Rollout:
     """A time-major on-policy batch ``[T, B, ...]`` plus what is needed to bootstrap.
 
-    ``final_values[t, b]`` is ``V(final_obs)`` where copy ``b`` was truncated at ``t``
-    (0 elsewhere); ``bootstrap_value`` is ``V`` of the observation after the last step.
-    ``extras`` holds algorithm-specific per-step tensors (e.g. the policy's parameters
-    for an exact KL).
+    Fields are numpy arrays while in transit (Ray moves numpy arrays between processes
+    through shared memory, zero-copy, where tensors would be pickled) and become tensors
+    at the learner (:meth:`tensors`). ``final_values[t, b]`` is ``V(final_obs)`` where
+    copy ``b`` was truncated at ``t`` (0 elsewhere); ``bootstrap_value`` is ``V`` of the
+    observation after the last step. ``extras`` holds algorithm-specific per-step arrays
+    (e.g. the policy's parameters for an exact KL).
     """
 
-    obs: torch.Tensor
-    actions: torch.Tensor
-    log_probs: torch.Tensor
-    values: torch.Tensor
-    rewards: torch.Tensor
-    terminated: torch.Tensor
-    truncated: torch.Tensor
-    final_values: torch.Tensor
-    bootstrap_value: torch.Tensor
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    obs: Any
+    actions: Any
+    log_probs: Any
+    values: Any
+    rewards: Any
+    terminated: Any
+    truncated: Any
+    final_values: Any
+    bootstrap_value: Any
+    extras: dict[str, Any] = field(default_factory=dict)
     policy_version: int = 0
 
     _SEQ = ("obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated", "final_values")
 
     @property
     def num_steps(self) -> int:
-        return int(self.rewards.numel())
+        return int(np.prod(self.rewards.shape))
+
+    def tensor(self, name: str, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Field (or extra) ``name`` as a tensor on ``device``."""
+        from shoal.core.device import to_device
+
+        value = self.extras[name] if name in self.extras else getattr(self, name)
+        if isinstance(value, np.ndarray):
+            # Arrays from Ray's shared memory are read-only: copy them once here.
+            value = torch.from_numpy(value if value.flags.writeable else value.copy())
+        return to_device(value, torch.device(device))
 
     @staticmethod
     def concat(rollouts: list["Rollout"]) -> "Rollout":
         """Join rollouts from several actors along the batch axis."""
         if len(rollouts) == 1:
             return rollouts[0]
-        seq = {n: torch.cat([getattr(r, n) for r in rollouts], dim=1) for n in Rollout._SEQ}
-        extras = {k: torch.cat([r.extras[k] for r in rollouts], dim=1) for k in rollouts[0].extras}
-        return Rollout(**seq, bootstrap_value=torch.cat([r.bootstrap_value for r in rollouts]), extras=extras,
+        cat = (lambda xs, axis: np.concatenate(xs, axis)) if isinstance(rollouts[0].rewards, np.ndarray) \
+            else (lambda xs, axis: torch.cat(xs, axis))
+        seq = {n: cat([getattr(r, n) for r in rollouts], 1) for n in Rollout._SEQ}
+        extras = {k: cat([r.extras[k] for r in rollouts], 1) for k in rollouts[0].extras}
+        return Rollout(**seq, bootstrap_value=cat([r.bootstrap_value for r in rollouts], 0), extras=extras,
                        policy_version=min(r.policy_version for r in rollouts))
 
 

@@ -80,9 +80,9 @@ class RolloutActor(Actor):
             raise RuntimeError(f"rollout has {self.t} of {self.T} steps; run the actor for rollout_length steps")
         bootstrap = self.engine.value(np.ascontiguousarray(self.last_obs, dtype=self.obs.dtype))
         self.t = 0
-        c = lambda a: torch.from_numpy(a.copy())  # noqa: E731  (buffers are reused)
+        c = np.copy  # the buffers are reused for the next rollout
         return Rollout(c(self.obs), c(self.actions), c(self.log_probs), c(self.values), c(self.rewards),
-                       c(self.terminated), c(self.truncated), c(self.final_values), c(np.asarray(bootstrap, np.float32)),
+                       c(self.terminated), c(self.truncated), c(self.final_values), np.asarray(bootstrap, np.float32),
                        {"policy_params": c(self.params)}, policy_version=self.version)
 
     def state(self) -> dict:

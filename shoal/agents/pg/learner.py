@@ -11,7 +11,6 @@ from shoal.agents.pg.config import ActorCriticConfig
 from shoal.agents.pg.loss import (adapt_kl_beta, explained_variance, policy_gradient_loss, ppo_clip_loss,
                                   ppo_kl_penalty_loss, value_loss)
 from shoal.agents.pg.networks import ActorCritic
-from shoal.core.device import to_device
 from shoal.core.interfaces import Learner
 from shoal.core.types import Rollout
 from shoal.returns import fold_truncation, gae
@@ -50,16 +49,16 @@ class ActorCriticLearner(Learner):
         for g in self.opt.param_groups:
             g["lr"] = lr
 
-        r = {n: to_device(getattr(rollout, n), dev) for n in Rollout._SEQ}
+        r = {n: rollout.tensor(n, dev) for n in Rollout._SEQ}
         rewards, discounts = fold_truncation(r["rewards"], r["terminated"], r["truncated"], r["final_values"], cfg.gamma)
         values = r["values"]
-        adv = gae(rewards, values, to_device(rollout.bootstrap_value, dev), discounts, cfg.gae_lambda)
+        adv = gae(rewards, values, rollout.tensor("bootstrap_value", dev), discounts, cfg.gae_lambda)
         returns = adv + values
 
         n = rewards.numel()
         flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
         obs, actions, old_logp = flat(r["obs"]), flat(r["actions"]), flat(r["log_probs"])
-        old_params = flat(to_device(rollout.extras["policy_params"], dev))
+        old_params = flat(rollout.tensor("policy_params", dev))
         adv, returns, old_values = flat(adv), flat(returns), flat(values)
         mb = n if cfg.minibatch_size == 0 else min(cfg.minibatch_size, n)
 
