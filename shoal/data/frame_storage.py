@@ -38,8 +38,9 @@ def _rows_equal(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) ->
 class FrameStackStorage(Storage):
     """Items whose ``frame_fields`` are ``[stack, *frame_shape]`` stacks, stored frame by frame.
 
-    ``frame_capacity`` is the size of the frame pool (default: ``capacity`` plus 1/16
-    plus 2048, enough when items add about one new frame each); ``dedup_window`` is
+    ``frame_capacity`` is the size of the frame pool (default: ``capacity`` plus 1/16 plus
+    64, enough when items add about one new frame each; if frames run out first, the table
+    evicts old items early and holds fewer than ``capacity``); ``dedup_window`` is
     how many recently stored frames are looked up by fingerprint.
     """
 
@@ -47,7 +48,7 @@ class FrameStackStorage(Storage):
                  frame_capacity: int | None = None, dedup_window: int = 16384) -> None:
         self.capacity = int(capacity)
         self.frame_fields = tuple(frame_fields)
-        self.frame_capacity = int(frame_capacity or self.capacity + self.capacity // 16 + 2048)
+        self.frame_capacity = int(frame_capacity or self.capacity + self.capacity // 16 + 64)
         self.dedup_window = int(dedup_window)
         self.other = ArrayStorage(self.capacity)
         self.frames: np.ndarray | None = None
@@ -107,10 +108,6 @@ class FrameStackStorage(Storage):
             if s.shape[1:] != (self.stack, *self.frames.shape[1:]) or s.dtype != self.frames.dtype:
                 raise ShoalError(f"frame field {f!r} has per-item shape {s.shape[1:]} {s.dtype}, the storage holds "
                                  f"{(self.stack, *self.frames.shape[1:])} {self.frames.dtype}; keep one stack shape")
-        k_s = len(self.frame_fields) * self.stack
-        if n * k_s > self.frame_capacity:
-            raise ShoalError(f"an insert of {n} items may need {n * k_s} frames but the frame pool holds "
-                             f"{self.frame_capacity}; insert fewer items at once or raise frame_capacity")
         other = {k: v for k, v in items.items() if k not in self.frame_fields}
         other_plan = self.other.prepare(other) if other else None
 
@@ -138,6 +135,9 @@ class FrameStackStorage(Storage):
             ok = (self.refcount[p] > 0) & _rows_equal(stored, np.arange(len(p)), rows, reps[hit])
             pos[hit[~ok]] = -1
         new = np.flatnonzero(pos < 0)
+        if len(reps) > self.frame_capacity:  # then even an emptied pool could not take the batch
+            raise ShoalError(f"an insert of {n} items holds {len(reps)} distinct frames but the frame pool holds "
+                             f"{self.frame_capacity}; insert fewer items at once or raise frame_capacity")
         pos[new] = -1 - np.arange(len(new))  # placeholders until write() pops pool positions
         ref_flat = pos[np.searchsorted(reps, rep)]
         shared = ref_flat[ref_flat >= 0]
@@ -187,9 +187,9 @@ class FrameStackStorage(Storage):
         out = self.other.read(slots) if self.other.spec else {}
         if self.frames is None:
             return out
-        stacked = self.frames[self.refs[slots]]  # [n, fields*stack, *frame_shape]
+        refs = self.refs[slots]
         for i, f in enumerate(self.frame_fields):
-            out[f] = stacked[:, i * self.stack:(i + 1) * self.stack]
+            out[f] = self.frames[refs[:, i * self.stack:(i + 1) * self.stack]]
         return out
 
     @property

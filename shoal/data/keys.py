@@ -71,25 +71,40 @@ class KeyIndex:
 
     def oldest(self, n: int) -> np.ndarray:
         """Slots of the ``n`` oldest items (fewer if the table holds fewer), oldest first."""
-        n = min(n, self.size)
-        keys = self._oldest + np.arange(n, dtype=np.int64)
-        if n and (self.slot_key[keys % self.capacity] == keys).all():
-            return keys % self.capacity
-        live = self.live_slots()
-        if len(live):
-            self._oldest = int(self.slot_key[live[0]])
-        return live[:n]
+        keys = self._scan(self._oldest, min(n, self.size), +1)
+        if len(keys):
+            self._oldest = int(keys[0])
+        return keys % self.capacity
 
     def newest(self, n: int) -> np.ndarray:
         """Slots of the ``n`` newest items (fewer if the table holds fewer), newest first."""
-        n = min(n, self.size)
-        keys = self._newest - np.arange(n, dtype=np.int64)
-        if n and (self.slot_key[keys % self.capacity] == keys).all():
-            return keys % self.capacity
+        keys = self._scan(self._newest, min(n, self.size), -1)
+        if len(keys):
+            self._newest = int(keys[0])
+        return keys % self.capacity
+
+    def _scan(self, start: int, n: int, step: int) -> np.ndarray:
+        """The first ``n`` live keys from ``start`` going up (step 1) or down (step -1).
+
+        Walks the key range in chunks, which is quick when removed keys leave few gaps
+        (eviction, queues, random removals); gives up for a full sort once it has walked
+        more keys than the table holds (stacks, whose keys can skip far ahead).
+        """
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        found, count, walked, k = [], 0, 0, start
+        chunk = max(2 * n, 256)
+        while count < n and walked <= self.capacity and 0 <= k < self.next_key:
+            keys = k + step * np.arange(chunk, dtype=np.int64)
+            live = keys[self.slot_key[keys % self.capacity] == keys]
+            found.append(live[:n - count])
+            count += len(found[-1])
+            walked += chunk
+            k += step * chunk
+        if count == n:
+            return np.concatenate(found)
         live = self.live_slots()
-        if len(live):
-            self._newest = int(self.slot_key[live[-1]])
-        return live[::-1][:n]
+        return self.slot_key[live if step > 0 else live[::-1]][:n]
 
     def state(self) -> dict[str, Any]:
         return {"slot_key": self.slot_key.copy(), "size": self.size, "next_key": self.next_key,

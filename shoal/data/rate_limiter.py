@@ -1,17 +1,21 @@
 """The rate limiter: how many samples a table allows per insert (as Reverb defines it).
 
 The limiter tracks ``diff = inserts * samples_per_insert - samples`` and keeps it in the
-band ``[min_diff, max_diff]``:
+band ``[min_diff, max_diff]``. With an ``error_buffer`` of ``e`` the band is centred on
+``samples_per_insert * min_size_to_sample``: ``[offset - e, offset + e]``; pass
+``(min_diff, max_diff)`` to set it directly.
 
-- sampling needs ``size >= min_size_to_sample`` and ``diff - 1 >= min_diff``;
-- inserting is always allowed while ``size < min_size_to_sample``, then needs
-  ``diff + samples_per_insert <= max_diff``.
+Calls move many items at once, so admission is decided per call:
 
-A batch call (insert or sample of ``n`` items) is admitted when its *first* item would
-be, so a call can overshoot the band by at most one batch; this keeps batched actors and
-learners from deadlocking when the band is narrower than a batch. With a ``error_buffer``
-of ``e`` the band is centred on ``samples_per_insert * min_size_to_sample``:
-``[offset - e, offset + e]``; pass ``(min_diff, max_diff)`` to set it directly.
+- a sample of ``n`` is admitted when ``size >= min_size_to_sample`` and its first item
+  fits (``diff - 1 >= min_diff``): a learner can run ahead by at most one batch;
+- an insert of ``n`` is admitted while ``size < min_size_to_sample``, then when the whole
+  batch fits (``diff + n * samples_per_insert <= max_diff``); a batch too large to ever
+  fit the band is admitted when its first item fits.
+
+With a band at least ``1 + samples_per_insert`` wide (checked) an inserting thread and a
+sampling thread can never both wait, whatever their batch sizes. A queue therefore never
+overflows as long as it is larger than one insert batch.
 """
 
 from __future__ import annotations
@@ -73,7 +77,10 @@ class RateLimiter:
         """Whether an insert of ``n`` items into a table holding ``size`` is admitted now."""
         if n <= 0 or size < self.min_size_to_sample or self.max_diff == _INF:
             return True
-        return self.diff + self.samples_per_insert <= self.max_diff
+        batch = n * self.samples_per_insert
+        if batch + 1 > self.max_diff - self.min_diff:  # could never fit whole: admit on its first item
+            return self.diff + self.samples_per_insert <= self.max_diff
+        return self.diff + batch <= self.max_diff
 
     def can_sample(self, n: int, size: int) -> bool:
         """Whether a sample of ``n`` items from a table holding ``size`` is admitted now."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from shoal.data.keys import KeyIndex
-from shoal.data.sum_tree import SumTree
+from shoal.data.sum_tree import SumTree, check_priorities
 from shoal.errors import ConfigError, ShoalError
 
 
@@ -30,6 +30,12 @@ class Selector(ABC):
     def bind(self, index: KeyIndex) -> None:
         """Attach to the table's slot index (called once by the table)."""
         self.index = index
+
+    def check(self, priorities: np.ndarray) -> None:
+        """Raise before anything changes if these priorities cannot be stored."""
+        if not np.isfinite(priorities).all():
+            raise ShoalError(f"priorities must be finite, got {priorities[~np.isfinite(priorities)][0]}; "
+                             "check the loss that produced them")
 
     def insert(self, slots: np.ndarray, priorities: np.ndarray | None) -> None:
         """New items now live in ``slots``."""
@@ -119,12 +125,13 @@ class Prioritized(Selector):
         priorities = np.asarray(priorities, dtype=np.float64)
         if priorities.shape != np.shape(slots):
             raise ShoalError(f"got {priorities.shape} priorities for {len(slots)} items; pass one per item")
-        if not (np.isfinite(priorities).all() and (priorities >= 0).all()):
-            bad = priorities[~(np.isfinite(priorities) & (priorities >= 0))][0]
-            raise ShoalError(f"priorities must be finite and non-negative, got {bad}; check the loss that produced them")
+        check_priorities(priorities)
         if len(priorities):
             self.max_priority = max(self.max_priority, float(priorities.max()))
         self.tree.set(slots, priorities ** self.alpha)
+
+    def check(self, priorities: np.ndarray) -> None:
+        check_priorities(priorities)
 
     def insert(self, slots: np.ndarray, priorities: np.ndarray | None) -> None:
         self._set(slots, np.full(len(slots), self.max_priority) if priorities is None else priorities)

@@ -16,6 +16,14 @@ import numpy as np
 from shoal.errors import ShoalError
 
 
+def check_priorities(p: np.ndarray) -> None:
+    """Raise unless every priority is finite and non-negative."""
+    ok = np.isfinite(p) & (p >= 0)
+    if not ok.all():
+        raise ShoalError(f"priorities must be finite and non-negative, got {p[~ok].flat[0]}; "
+                         "check the loss that produced them")
+
+
 class SumTree:
     """Weights for ``capacity`` leaves with O(log n) batched update and sampling."""
 
@@ -41,9 +49,7 @@ class SumTree:
         weight = np.broadcast_to(np.asarray(weight, dtype=np.float64), index.shape)
         if index.size == 0:
             return
-        if not (np.isfinite(weight).all() and (weight >= 0).all()):
-            bad = weight[~(np.isfinite(weight) & (weight >= 0))][0]
-            raise ShoalError(f"priorities must be finite and non-negative, got {bad}; check the loss that produced them")
+        check_priorities(weight)
         if index.min() < 0 or index.max() >= self.capacity:
             raise ShoalError(f"sum tree index out of range [0, {self.capacity}): {index.min()}..{index.max()}")
         node = self.leaves + index

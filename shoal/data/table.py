@@ -74,19 +74,22 @@ class ReplayTable(Table):
     # -- convenience constructors ------------------------------------------------------------
     @classmethod
     def uniform(cls, capacity: int, min_size: int = 1, seed: int | None = 0, **kwargs: Any) -> "ReplayTable":
-        """Uniform replay that samples once ``min_size`` items are stored."""
-        return cls(capacity, Uniform(seed), rate_limiter=RateLimiter.min_size(min_size), **kwargs)
+        """Uniform replay that samples once ``min_size`` items are stored (or per ``rate_limiter=``)."""
+        kwargs.setdefault("rate_limiter", RateLimiter.min_size(min_size))
+        return cls(capacity, Uniform(seed), **kwargs)
 
     @classmethod
     def prioritized(cls, capacity: int, alpha: float = 0.6, min_size: int = 1, seed: int | None = 0,
                     **kwargs: Any) -> "ReplayTable":
         """Prioritized replay (sum tree, exponent ``alpha``)."""
-        return cls(capacity, Prioritized(alpha, seed), rate_limiter=RateLimiter.min_size(min_size), **kwargs)
+        kwargs.setdefault("rate_limiter", RateLimiter.min_size(min_size))
+        return cls(capacity, Prioritized(alpha, seed), **kwargs)
 
     @classmethod
     def queue(cls, capacity: int, **kwargs: Any) -> "ReplayTable":
         """A FIFO queue: each item sampled once, in order; inserts are refused (or wait) when full."""
-        return cls(capacity, Fifo(), rate_limiter=RateLimiter.queue(capacity), max_times_sampled=1, **kwargs)
+        kwargs.setdefault("rate_limiter", RateLimiter.queue(capacity))
+        return cls(capacity, Fifo(), max_times_sampled=1, **kwargs)
 
     # -- queries -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -131,6 +134,7 @@ class ReplayTable(Table):
             priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
             if len(priorities) != n:
                 raise ShoalError(f"got {len(priorities)} priorities for {n} items; pass one per item")
+            self.selector.check(priorities)
         with self._cond:
             self._wait(lambda: self.rate_limiter.can_insert(n, self.index.size), timeout, f"insert {n} items")
             plan = self.storage.prepare(items)
@@ -151,8 +155,9 @@ class ReplayTable(Table):
     def _evict(self, n: int) -> None:
         """Remove the ``n`` oldest items (the FIFO remover)."""
         if n > 0:
-            self._remove(self.index.oldest(n))
-            self.num_evicted += n
+            slots = self.index.oldest(n)
+            self._remove(slots)
+            self.num_evicted += len(slots)
 
     def _remove(self, slots: np.ndarray) -> None:
         if len(slots):
@@ -166,6 +171,9 @@ class ReplayTable(Table):
         """``(items, keys, probabilities)`` of ``n`` items; raises :class:`RateLimited` when refused."""
         if n < 1:
             raise ShoalError(f"sample size must be at least 1, got {n}; pass a positive batch size")
+        if self.selector.distinct and n > self.capacity:
+            raise ShoalError(f"{type(self.selector).__name__} returns distinct items, so a sample of {n} can never "
+                             f"come from table {self.name!r} of capacity {self.capacity}; sample fewer")
         with self._cond:
             self._wait(lambda: self.can_sample(n), timeout, f"sample {n} items")
             slots, probs = self.selector.sample(n)
@@ -192,6 +200,7 @@ class ReplayTable(Table):
         priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
         if keys.shape != priorities.shape:
             raise ShoalError(f"got {len(priorities)} priorities for {len(keys)} keys; pass one per key")
+        self.selector.check(priorities)
         with self._cond:
             slots, live = self.index.lookup(keys)
             self.selector.update(slots[live], priorities[live])
