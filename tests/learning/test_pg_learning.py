@@ -45,3 +45,9 @@ def test_a2c_cartpole_200k(tmp_path):
 @pytest.mark.slow
 def test_ppo_gaussian_pendulum_200k(tmp_path):
     assert _eval(tmp_path, "ppo", "Pendulum-v1", 0, steps=200_000) >= -300
+
+
+@pytest.mark.slow
+def test_ppo_with_torch_compile_trains(tmp_path):
+    """The compile option runs end to end (compiling costs seconds, so it is off by default)."""
+    assert _eval(tmp_path, "ppo", "CartPole-v1", 0, steps=30_000, overrides={"compile": True}) >= 150

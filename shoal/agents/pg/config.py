@@ -64,6 +64,8 @@ class ActorCriticConfig:
     """Normalise observations with running statistics (saved in the checkpoint)."""
     normalize_reward: bool = False
     """Scale rewards by the running std of the discounted return."""
+    compile: bool = False
+    """torch.compile the learner's network (pays on long runs only: compiling takes seconds)."""
 
     def __post_init__(self) -> None:
         positive(self, "num_envs", "rollout_length", "lr", "epochs", "optimizer_eps")

@@ -32,6 +32,8 @@ class ActorCriticLearner(Learner):
         self.total_steps = max(1, total_steps)
         self.opt = make_optimizer(cfg.optimizer, self.net.parameters(), cfg.lr, cfg.optimizer_eps)
         self.gen = torch.Generator().manual_seed(seed)
+        # torch.compile pays only on long runs: compiling even a small MLP takes many seconds.
+        self.forward = torch.compile(self.net) if cfg.compile else self.net
         self.version = 0
         self.env_steps = 0
         self.beta = cfg.kl_beta
@@ -69,25 +71,32 @@ class ActorCriticLearner(Learner):
         dist = self.net.dist
         params_list = list(self.net.parameters())
         zero = torch.zeros(())
+        batch = {"obs": obs, "actions": actions, "old_logp": old_logp, "old_params": old_params, "adv": adv,
+                 "returns": returns, "old_values": old_values}
         for _ in range(cfg.epochs):
-            perm = torch.randperm(n, generator=self.gen).to(dev) if mb < n else None  # CPU generator: same order on any device
+            if mb < n:
+                # One gather per epoch, then minibatches are contiguous views (no per-minibatch copies).
+                perm = torch.randperm(n, generator=self.gen).to(dev)  # CPU generator: same order on any device
+                shuffled = {k: t[perm] for k, t in batch.items()}
+            else:
+                shuffled = batch  # a full-batch step: order does not matter
             for start in range(0, n - mb + 1, mb):
-                idx = perm[start:start + mb] if perm is not None else slice(None)
-                params, v = self.net(obs[idx])
-                logp = dist.log_prob(params, actions[idx])
-                a = adv[idx]
+                m = {k: t[start:start + mb] for k, t in shuffled.items()}
+                params, v = self.forward(m["obs"])
+                logp = dist.log_prob(params, m["actions"])
+                a = m["adv"]
                 if cfg.normalize_advantages and a.numel() > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
-                log_ratio = logp - old_logp[idx]
+                log_ratio = logp - m["old_logp"]
                 if cfg.loss == "clip":
-                    loss_pi, clip_frac = ppo_clip_loss(logp, old_logp[idx], a, clip)
+                    loss_pi, clip_frac = ppo_clip_loss(logp, m["old_logp"], a, clip)
                 elif cfg.loss == "kl_penalty":
-                    kl_per = dist.kl(old_params[idx], params)
-                    loss_pi = ppo_kl_penalty_loss(logp, old_logp[idx], a, kl_per, self.beta)
+                    kl_per = dist.kl(m["old_params"], params)
+                    loss_pi = ppo_kl_penalty_loss(logp, m["old_logp"], a, kl_per, self.beta)
                     clip_frac = zero
                 else:
                     loss_pi, clip_frac = policy_gradient_loss(logp, a), zero
-                loss_v = value_loss(v, returns[idx], old_values[idx], clip if cfg.clip_value_loss else None)
+                loss_v = value_loss(v, m["returns"], m["old_values"], clip if cfg.clip_value_loss else None)
                 loss = loss_pi + cfg.vf_coef * loss_v
                 if cfg.ent_coef > 0:
                     ent = dist.entropy(params).mean()
