@@ -12,15 +12,20 @@ def _check(rewards: torch.Tensor, discounts: torch.Tensor, bootstrap_value: torc
         raise ValueError(f"bootstrap_value {tuple(bootstrap_value.shape)} must be {tuple(rewards.shape[1:])}")
 
 
+def _reverse_scan(x: torch.Tensor, decay: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+    """``y_t = x_t + decay_t * y_{t+1}`` with ``y_T = init``, scanning time backwards."""
+    out = torch.empty_like(x)
+    acc = init
+    for t in range(x.shape[0] - 1, -1, -1):
+        acc = x[t] + decay[t] * acc
+        out[t] = acc
+    return out
+
+
 def discounted_returns(rewards: torch.Tensor, discounts: torch.Tensor, bootstrap_value: torch.Tensor) -> torch.Tensor:
     """``G_t = r_t + discounts_t * G_{t+1}`` with ``G_T = bootstrap_value``."""
     _check(rewards, discounts, bootstrap_value)
-    out = torch.empty_like(rewards)
-    acc = bootstrap_value
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        acc = rewards[t] + discounts[t] * acc
-        out[t] = acc
-    return out
+    return _reverse_scan(rewards, discounts, bootstrap_value)
 
 
 def gae(
@@ -40,13 +45,7 @@ def gae(
         raise ValueError(f"values {tuple(values.shape)} must match rewards {tuple(rewards.shape)}")
     next_values = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
     deltas = rewards + discounts * next_values - values
-    decay = discounts * lam
-    out = torch.empty_like(rewards)
-    acc = torch.zeros_like(bootstrap_value)
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        acc = deltas[t] + decay[t] * acc
-        out[t] = acc
-    return out
+    return _reverse_scan(deltas, discounts * lam, torch.zeros_like(bootstrap_value))
 
 
 def td_lambda(

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from shoal.backends import make_backend
-from shoal.envs.make import check_env_id, env_id_of, spec_from_spaces
+from shoal.envs.make import check_env_id, env_id_of, env_spec
 from shoal.errors import CheckpointError, ConfigError, ShoalError
 from shoal.run.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
 from shoal.run.evaluate import evaluate, evaluation_env_id
@@ -62,16 +62,6 @@ def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
     return Path("runs") / f"{algo}_{env_id.replace('/', '-')}_s{seed}_{stamp}"
 
 
-def _spec_for(env: Any) -> Any:
-    from shoal.envs.make import make_env
-
-    e = make_env(env)
-    try:
-        return spec_from_spaces(env_id_of(env), e.observation_space, e.action_space)
-    finally:
-        e.close()
-
-
 def train(algo: str | None = None, env: Any = None, *, steps: int | None = None, seed: int | None = None,
           run_dir: str | Path | None = None, backend: str | None = None, num_actors: int | None = None,
           config: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: str | Path | None = None,
@@ -104,7 +94,7 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
         check_env_id(env)
     resolved = resolve(algo, env, env_id, config, overrides, cli_run, base)
     run = resolved.run
-    env_spec = _spec_for(env)
+    spec = env_spec(env)
 
     run_dir = Path(run_dir) if run_dir else default_run_dir(algo, env_id, run.seed)
     created = False
@@ -117,7 +107,7 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
     ckpt_dir = run_dir / "checkpoints"
 
     try:
-        return _train(resolved, env_spec, run_dir, ckpt_dir, resume is not None, quiet, tensorboard)
+        return _train(resolved, spec, run_dir, ckpt_dir, resume is not None, quiet, tensorboard)
     except BaseException:
         # Leave nothing that --resume would trip on: a run that never checkpointed is removed.
         if created and not list_checkpoints(ckpt_dir):
@@ -125,10 +115,10 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
         raise
 
 
-def _train(resolved: ResolvedConfig, env_spec: Any, run_dir: Path, ckpt_dir: Path, resuming: bool,
+def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, resuming: bool,
            quiet: bool, tensorboard: bool) -> Run:
     run = resolved.run
-    ctx = NodeContext(resolved.algo, _plain(resolved.agent), resolved.env, env_spec, run.steps, run.seed,
+    ctx = NodeContext(resolved.algo, _plain(resolved.agent), resolved.env, spec, run.steps, run.seed,
                       run.torch_threads, _device(run.device), run.vector)
     import torch
 
@@ -167,7 +157,7 @@ def _train(resolved: ResolvedConfig, env_spec: Any, run_dir: Path, ckpt_dir: Pat
     metric_count = 0
     window_steps, window_start = 0, time.perf_counter()
     eval_env = run.eval_env or (evaluation_env_id(resolved.env_id) if isinstance(resolved.env, str) else resolved.env)
-    bounds = None if env_spec.discrete else (env_spec.action_low, env_spec.action_high)
+    bounds = None if spec.discrete else (spec.action_low, spec.action_high)
     next_eval = (env_steps // run.eval_every + 1) * run.eval_every if run.eval_every else None
     last_eval: dict[str, Any] | None = None
 
