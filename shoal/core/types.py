@@ -62,6 +62,11 @@ class Rollout:
     copy ``b`` was truncated at ``t`` (0 elsewhere); ``bootstrap_value`` is ``V`` of the
     observation after the last step. ``extras`` holds algorithm-specific per-step arrays
     (e.g. the policy's parameters for an exact KL).
+
+    An actor may leave the three value fields as None and send instead the observations
+    they need (``last_obs`` and the truncated steps' ``final_obs`` rows at ``final_t``,
+    ``final_b``): the learner then computes every value in one batched pass with
+    :meth:`fill_values`, identical to the actor's in a synchronous topology and cheaper.
     """
 
     obs: Any
@@ -75,6 +80,10 @@ class Rollout:
     bootstrap_value: Any
     extras: dict[str, Any] = field(default_factory=dict)
     policy_version: int = 0
+    last_obs: Any = None
+    final_obs: Any = None
+    final_t: Any = None
+    final_b: Any = None
 
     _SEQ = ("obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated", "final_values")
 
@@ -92,6 +101,21 @@ class Rollout:
             value = torch.from_numpy(value if value.flags.writeable else value.copy())
         return to_device(value, torch.device(device))
 
+    @torch.no_grad()
+    def fill_values(self, value_fn: Any, device: torch.device | str = "cpu") -> "Rollout":
+        """Compute missing ``values``, ``final_values`` and ``bootstrap_value`` with ``value_fn``."""
+        if self.values is not None:
+            return self
+        obs = self.tensor("obs", device)
+        T, B = obs.shape[:2]
+        self.values = value_fn(obs.reshape(T * B, *obs.shape[2:])).reshape(T, B)
+        self.bootstrap_value = value_fn(self.tensor("last_obs", device))
+        self.final_values = torch.zeros(T, B, device=device)
+        if self.final_t is not None and len(self.final_t):
+            t, b = torch.as_tensor(self.final_t), torch.as_tensor(self.final_b)
+            self.final_values[t, b] = value_fn(self.tensor("final_obs", device))
+        return self
+
     @staticmethod
     def concat(rollouts: list["Rollout"]) -> "Rollout":
         """Join rollouts from several actors along the batch axis."""
@@ -99,10 +123,17 @@ class Rollout:
             return rollouts[0]
         cat = (lambda xs, axis: np.concatenate(xs, axis)) if isinstance(rollouts[0].rewards, np.ndarray) \
             else (lambda xs, axis: torch.cat(xs, axis))
-        seq = {n: cat([getattr(r, n) for r in rollouts], 1) for n in Rollout._SEQ}
+        get = lambda name, axis: None if getattr(rollouts[0], name) is None else cat([getattr(r, name) for r in rollouts], axis)  # noqa: E731
+        seq = {n: get(n, 1) for n in Rollout._SEQ}
         extras = {k: cat([r.extras[k] for r in rollouts], 1) for k in rollouts[0].extras}
-        return Rollout(**seq, bootstrap_value=cat([r.bootstrap_value for r in rollouts], 0), extras=extras,
-                       policy_version=min(r.policy_version for r in rollouts))
+        out = Rollout(**seq, bootstrap_value=get("bootstrap_value", 0), extras=extras,
+                      policy_version=min(r.policy_version for r in rollouts), last_obs=get("last_obs", 0))
+        if rollouts[0].final_t is not None:
+            offsets = np.cumsum([0] + [r.rewards.shape[1] for r in rollouts[:-1]])
+            out.final_t = np.concatenate([r.final_t for r in rollouts])
+            out.final_b = np.concatenate([r.final_b + off for r, off in zip(rollouts, offsets)])
+            out.final_obs = np.concatenate([r.final_obs for r in rollouts])
+        return out
 
 
 @dataclass

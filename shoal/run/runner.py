@@ -26,6 +26,7 @@ from shoal.run.metrics import MetricsLogger
 from shoal.run.progress import ProgressLine
 from shoal.run.resolve import ResolvedConfig, resolve
 from shoal.run.seeding import derive_seed
+from shoal.run.threads import set_threads
 from shoal.topologies import get_topology
 from shoal.topologies.nodes import NodeContext
 
@@ -120,9 +121,7 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     run = resolved.run
     ctx = NodeContext(resolved.algo, _plain(resolved.agent), resolved.env, spec, run.steps, run.seed,
                       run.torch_threads, _device(run.device), run.vector)
-    import torch
-
-    torch.set_num_threads(run.torch_threads)
+    set_threads(run.torch_threads)
     backend = make_backend(run.backend, run.ray_address or None, num_cpus=None if run.ray_address else max(2, run.num_actors + 1))
     from shoal.agents import registry
 

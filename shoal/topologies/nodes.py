@@ -17,6 +17,7 @@ from shoal.config import build
 from shoal.core.interfaces import Builder
 from shoal.core.types import ActorReport, EnvSpec
 from shoal.run.seeding import derive_seed
+from shoal.run.threads import set_threads
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class NodeContext:
     vector: str = "auto"
 
     def builder(self) -> Builder:
-        torch.set_num_threads(self.torch_threads)
+        set_threads(self.torch_threads)
         # Network initialisation draws from the global generator: seed it so every node
         # (in this process or another) starts from the same weights.
         torch.manual_seed(derive_seed(self.seed, "init"))

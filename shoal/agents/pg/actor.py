@@ -20,11 +20,15 @@ class RolloutActor(Actor):
     """
 
     def __init__(self, networks: ActorCritic, spec: EnvSpec, rollout_length: int, num_envs: int, seed: int,
-                 engine: str = "auto") -> None:
+                 engine: str = "auto", values_in_learner: bool = False) -> None:
         self.net = networks
         self.spec = spec
         self.T, self.B = rollout_length, num_envs
         self.engine = make_engine(networks, num_envs, seed, engine)
+        # With values_in_learner the actor only evaluates the policy; the learner computes
+        # V for the whole rollout in one batched pass (see Rollout.fill_values).
+        self.values_in_learner = values_in_learner
+        self.final_rows: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.version = 0
         T, B = self.T, self.B
         obs_dtype = np.uint8 if spec.obs_dtype == np.uint8 else np.float32
@@ -52,10 +56,11 @@ class RolloutActor(Actor):
     def select_action(self, obs: np.ndarray) -> np.ndarray:
         t = self.t
         self.obs[t] = obs
-        action, logp, value, params = self.engine.act(self.obs[t])
+        action, logp, value, params = self.engine.act(self.obs[t], not self.values_in_learner)
         self.actions[t] = action
         self.log_probs[t] = logp
-        self.values[t] = value
+        if value is not None:
+            self.values[t] = value
         if self.params is None:
             self.params = np.zeros((self.T, self.B, params.shape[-1]), np.float32)
         self.params[t] = params
@@ -66,11 +71,15 @@ class RolloutActor(Actor):
         self.rewards[t] = step.reward
         self.terminated[t] = step.terminated
         self.truncated[t] = step.truncated
-        self.final_values[t] = 0.0
-        trunc = step.truncated & ~step.terminated
-        if trunc.any():
-            idx = np.flatnonzero(trunc)
-            self.final_values[t, idx] = self.engine.value(np.ascontiguousarray(step.final_obs[idx]))
+        if step.truncated.any():
+            idx = np.flatnonzero(step.truncated & ~step.terminated)
+            if self.values_in_learner:
+                self.final_rows.append((t, idx, step.final_obs[idx].copy()))
+            else:
+                self.final_values[t] = 0.0
+                self.final_values[t, idx] = self.engine.value(np.ascontiguousarray(step.final_obs[idx]))
+        elif not self.values_in_learner:
+            self.final_values[t] = 0.0
         self.last_obs = step.next_obs
         self.t += 1
 
@@ -78,9 +87,19 @@ class RolloutActor(Actor):
         """The rollout recorded since the last drain (exactly ``T`` steps)."""
         if self.t != self.T:
             raise RuntimeError(f"rollout has {self.t} of {self.T} steps; run the actor for rollout_length steps")
-        bootstrap = self.engine.value(np.ascontiguousarray(self.last_obs, dtype=self.obs.dtype))
         self.t = 0
         c = np.copy  # the buffers are reused for the next rollout
+        if self.values_in_learner:
+            rows, self.final_rows = self.final_rows, []
+            obs_shape = self.obs.shape[2:]
+            return Rollout(c(self.obs), c(self.actions), c(self.log_probs), None, c(self.rewards), c(self.terminated),
+                           c(self.truncated), None, None, {"policy_params": c(self.params)}, policy_version=self.version,
+                           last_obs=np.array(self.last_obs, dtype=self.obs.dtype),
+                           final_t=np.array([t for t, idx, _ in rows for _ in idx], np.int64),
+                           final_b=np.concatenate([idx for _, idx, _ in rows]).astype(np.int64) if rows else np.zeros(0, np.int64),
+                           final_obs=np.concatenate([o for _, _, o in rows]).astype(self.obs.dtype) if rows
+                           else np.zeros((0, *obs_shape), self.obs.dtype))
+        bootstrap = self.engine.value(np.ascontiguousarray(self.last_obs, dtype=self.obs.dtype))
         return Rollout(c(self.obs), c(self.actions), c(self.log_probs), c(self.values), c(self.rewards),
                        c(self.terminated), c(self.truncated), c(self.final_values), np.asarray(bootstrap, np.float32),
                        {"policy_params": c(self.params)}, policy_version=self.version)

@@ -24,7 +24,7 @@ class ActorCriticBuilder(Builder):
         return GreedyPolicy(networks) if evaluation else SamplingPolicy(networks, self.seed)
 
     def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1, seed: int = 0) -> RolloutActor:
-        return RolloutActor(networks, self.env_spec, self.config.rollout_length, num_envs, seed)
+        return RolloutActor(networks, self.env_spec, self.config.rollout_length, num_envs, seed, values_in_learner=True)
 
     def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> ActorCriticLearner:
         return ActorCriticLearner(networks, self.config, self.total_steps, self.seed, self.device)

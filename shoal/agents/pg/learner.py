@@ -51,6 +51,7 @@ class ActorCriticLearner(Learner):
         for g in self.opt.param_groups:
             g["lr"] = lr
 
+        rollout.fill_values(self.net.value, dev)
         r = {n: rollout.tensor(n, dev) for n in Rollout._SEQ}
         rewards, discounts = fold_truncation(r["rewards"], r["terminated"], r["truncated"], r["final_values"], cfg.gamma)
         values = r["values"]
