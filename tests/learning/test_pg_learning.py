@@ -20,9 +20,15 @@ def test_ppo_cartpole_defaults_solve(tmp_path):
     assert _eval(tmp_path, "ppo", "CartPole-v1", 0) >= 475
 
 
-def test_ppo_kl_penalty_learns_cartpole(tmp_path):
-    ret = _eval(tmp_path, "ppo", "CartPole-v1", 0, steps=40_000, overrides={"loss": "kl_penalty", "kl_beta": 1.0})
-    assert ret >= 200
+def test_ppo_kl_penalty_solves_cartpole(tmp_path):
+    """The adaptive-KL objective (otherwise the CartPole defaults) reaches 475 at 100k steps."""
+    assert _eval(tmp_path, "ppo", "CartPole-v1", 0, steps=100_000, overrides={"loss": "kl_penalty"}) >= 475
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_ppo_kl_penalty_more_seeds(tmp_path, seed):
+    assert _eval(tmp_path, "ppo", "CartPole-v1", seed, steps=100_000, overrides={"loss": "kl_penalty"}) >= 475
 
 
 @pytest.mark.slow
