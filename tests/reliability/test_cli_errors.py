@@ -75,7 +75,13 @@ def test_corrupt_checkpoint_on_eval_and_resume(tmp_path):
 def test_existing_run_dir_is_not_overwritten(tmp_path):
     p = shoal("train", "ppo", "--env", "CartPole-v1", "--steps", "512", "--run-dir", "run", "--quiet", "eval_episodes=1", cwd=tmp_path)
     assert p.returncode == 0
-    before = (tmp_path / "run" / "metrics.csv").read_text()
+    run = tmp_path / "run"
+    for name in ("config.yaml", "run.json", "metrics.csv", "eval.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*")), "no TensorBoard events"
+    assert list((run / "checkpoints").glob("ckpt-*.safetensors"))
+    assert not [p for p in run.rglob("*.tmp")], "temp files left behind"
+    before = (run / "metrics.csv").read_text()
     p = shoal("train", "ppo", "--env", "CartPole-v1", "--steps", "512", "--run-dir", "run", "--quiet", cwd=tmp_path)
     assert p.returncode == 2 and "already holds a run" in p.stderr
     assert (tmp_path / "run" / "metrics.csv").read_text() == before
