@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--x", default="env_steps", help="x column: env_steps or wall_time_s")
     pl.add_argument("--y", default="episode_return_mean")
     pl.add_argument("--title")
+    pl.add_argument("--ymin", type=float, help="lower y limit (e.g. to zoom past early episodes)")
+    pl.add_argument("--ymax", type=float)
 
     sub.add_parser("list", help="algorithms, topologies and backends")
 
@@ -82,7 +84,7 @@ def _cmd_eval(a: argparse.Namespace) -> int:
 def _cmd_plot(a: argparse.Namespace) -> int:
     from shoal.run.plots import plot_runs
 
-    out = plot_runs([Path(d) for d in a.run_dirs], Path(a.out), a.x, a.y, a.title)
+    out = plot_runs([Path(d) for d in a.run_dirs], Path(a.out), a.x, a.y, a.title, a.ymin, a.ymax)
     print(f"wrote {out}")
     return 0
 

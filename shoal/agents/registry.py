@@ -89,3 +89,23 @@ register(AlgoSpec("reinforce", f"{_PG}.reinforce:ReinforceConfig", f"{_PG}.reinf
                   "REINFORCE: episodic Monte-Carlo policy gradient, optional learned baseline"))
 register(AlgoSpec("actor_critic", f"{_PG}.one_step_ac:OneStepACConfig", f"{_PG}.one_step_ac:OneStepACBuilder", "local",
                   "one-step actor-critic: online TD(0) critic, TD error weights the policy gradient"))
+
+_DQN = "shoal.agents.dqn"
+register(AlgoSpec("dqn", f"{_DQN}.config:DQNConfig", f"{_DQN}.builder:DQNBuilder", "local",
+                  "DQN with flags for Double, Dueling, prioritized replay, n-step returns, Polyak targets",
+                  topologies=("apex",)))
+register(AlgoSpec("apex_dqn", f"{_DQN}.config:ApexDQNConfig", f"{_DQN}.builder:DQNBuilder", "apex",
+                  "Ape-X DQN: N actors with their own epsilons, actor-computed priorities, one prioritized replay",
+                  topologies=("local",)))
+
+_CONT = "shoal.agents.continuous"
+register(AlgoSpec("ddpg", f"{_CONT}.config:DDPGConfig", f"{_CONT}.builder:ContinuousBuilder", "local",
+                  "DDPG: deterministic policy gradient, target networks, Gaussian or OU exploration noise",
+                  topologies=("apex",)))
+register(AlgoSpec("td3", f"{_CONT}.config:TD3Config", f"{_CONT}.builder:ContinuousBuilder", "local",
+                  "TD3: twin critics, target policy smoothing, delayed policy updates"))
+register(AlgoSpec("sac", f"{_CONT}.config:SACConfig", f"{_CONT}.builder:ContinuousBuilder", "local",
+                  "SAC: tanh-squashed Gaussian policy, twin critics, automatic entropy temperature"))
+register(AlgoSpec("apex_ddpg", f"{_CONT}.config:ApexDDPGConfig", f"{_CONT}.builder:ContinuousBuilder", "apex",
+                  "Ape-X DPG: N actors with their own noise scales, actor-computed priorities, one prioritized replay",
+                  topologies=("local",)))

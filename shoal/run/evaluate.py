@@ -23,8 +23,13 @@ def evaluation_env_id(env_id: str) -> str:
 
 
 def evaluate(policy: Policy, env, episodes: int = 20, seed: int = 10_000, action_bounds=None,
-             max_steps: int = 1_000_000) -> dict:
-    """Run ``episodes`` episodes, one per env copy (copy i seeded ``seed + i``), and summarise them."""
+             max_steps: int = 10_000) -> dict:
+    """Run ``episodes`` episodes, one per env copy (copy i seeded ``seed + i``), and summarise them.
+
+    An episode still running after ``max_steps`` steps (an env with no time limit and a
+    policy that loops) is cut there and counted with the return it has; ``truncated_episodes``
+    says how many were.
+    """
     venv = make_vec_env(env, episodes, seed=seed, mode="sync")
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, np.int64)
@@ -46,6 +51,7 @@ def evaluate(policy: Policy, env, episodes: int = 20, seed: int = 10_000, action
     finally:
         venv.close()
     return {"mean_return": float(returns.mean()), "std_return": float(returns.std()),
+            "truncated_episodes": int((~finished).sum()),
             "min_return": float(returns.min()), "max_return": float(returns.max()),
             "mean_length": float(lengths.mean()), "episodes": int(episodes), "seed": int(seed),
             "returns": returns.tolist()}

@@ -38,7 +38,7 @@ def _label(run_dir: Path) -> str:
 
 
 def plot_runs(run_dirs: list[Path], out: Path, x: str = "env_steps", y: str = "episode_return_mean",
-              title: str | None = None) -> Path:
+              title: str | None = None, ymin: float | None = None, ymax: float | None = None) -> Path:
     """Overlay the ``y`` curves of several runs against ``x`` and save a PNG atomically."""
     import matplotlib
 
@@ -58,6 +58,8 @@ def plot_runs(run_dirs: list[Path], out: Path, x: str = "env_steps", y: str = "e
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    if ymin is not None or ymax is not None:
+        ax.set_ylim(ymin, ymax)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -43,6 +43,7 @@ def evaluate_run(run_dir: Path, episodes: int = 20, seed: int | None = None) -> 
     spec = env_spec(cfg["env"])
     bounds = None if spec.discrete else (spec.action_low, spec.action_high)
     env = cfg["run"].get("eval_env") or evaluation_env_id(cfg["env"])
-    result = evaluate(policy, env, episodes, derive_seed(cfg["run"]["seed"], "eval") if seed is None else seed, bounds)
+    result = evaluate(policy, env, episodes, derive_seed(cfg["run"]["seed"], "eval") if seed is None else seed, bounds,
+                      cfg["run"].get("eval_max_steps", 10_000))
     result["env_steps"] = steps
     return result

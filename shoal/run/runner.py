@@ -161,7 +161,7 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     last_eval: dict[str, Any] | None = None
 
     def run_eval() -> dict[str, Any]:
-        res = evaluate(program.eval_policy(), eval_env, run.eval_episodes or 20, eval_seed, bounds)
+        res = evaluate(program.eval_policy(), eval_env, run.eval_episodes or 20, eval_seed, bounds, run.eval_max_steps)
         res["env_steps"] = env_steps
         return res
 

@@ -31,6 +31,8 @@ class RunConfig:
     """Env steps between evaluations during training (0: only the final one)."""
     target_return: float | None = None
     """Stop as soon as an evaluation's mean return reaches this (needs eval_every > 0)."""
+    eval_max_steps: int = 10_000
+    """Cut evaluation episodes after this many steps (for envs without a time limit)."""
     eval_env: str = ""
     """Env id for evaluation (empty: the training env; batched ids map to Gymnasium's)."""
     checkpoint_every: int = 0
@@ -51,6 +53,7 @@ class RunConfig:
         require(self.vector in ("auto", "sync", "async", "batched", "envpool"),
                 f"vector must be one of auto, sync, async, batched, envpool; got {self.vector!r}")
         require(self.eval_episodes >= 0, f"eval_episodes must be >= 0, got {self.eval_episodes}")
+        require(self.eval_max_steps > 0, f"eval_max_steps must be > 0, got {self.eval_max_steps}")
         require(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}")
         require(self.target_return is None or self.eval_every > 0,
                 "target_return needs periodic evaluation; set eval_every too, e.g. eval_every=2048")

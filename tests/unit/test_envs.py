@@ -79,3 +79,14 @@ def test_unknown_env_and_specs():
     s = env_spec("Pendulum-v1")
     assert not s.discrete and s.num_actions == 1 and s.action_high[0] == 2.0
     assert env_spec("CartPole-v1").num_actions == 2
+
+
+def test_evaluation_cuts_endless_episodes():
+    from shoal.run.evaluate import evaluate
+
+    class Endless(_Countdown):
+        def step(self, a):
+            return np.array([0.0], np.float32), 1.0, False, False, {}
+
+    res = evaluate(lambda obs: np.zeros(len(obs), np.int64), lambda: Endless(), episodes=3, seed=0, max_steps=50)
+    assert res["truncated_episodes"] == 3 and res["mean_return"] == 50.0

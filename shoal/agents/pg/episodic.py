@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from shoal.agents.pg.networks import ActorCritic
+from shoal.agents.pg.vanilla import VariableCopier
 from shoal.core.interfaces import Actor
 from shoal.core.types import EnvSpec, StepResult
 
@@ -18,7 +19,7 @@ class Episode:
 
     ``final_obs`` is the observation after the last step (the bootstrap state when the
     episode was truncated by a time limit); ``policy_version`` is the learner version
-    the actor held when the episode ended.
+    the actor held when the episode began (with one env copy, the one it ran on throughout).
     """
 
     obs: torch.Tensor
@@ -46,11 +47,13 @@ class EpisodeActor(Actor):
         self.B = num_envs
         self.gen = torch.Generator().manual_seed(seed)
         self.version = -1
+        self.copy_in = VariableCopier(networks)
         self._reset_partial()
         self.done: list[Episode] = []
         self.last_actions: np.ndarray | None = None
 
     def _reset_partial(self) -> None:
+        self.start_version = [self.version] * self.B
         self.obs: list[list[np.ndarray]] = [[] for _ in range(self.B)]
         self.actions: list[list[np.ndarray]] = [[] for _ in range(self.B)]
         self.rewards: list[list[float]] = [[] for _ in range(self.B)]
@@ -58,7 +61,7 @@ class EpisodeActor(Actor):
     def load_variables(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
         """Adopt the learner's parameters (skipped when the version is unchanged)."""
         if version != self.version:
-            self.net.load_state_dict(state_dict)
+            self.copy_in(state_dict)
             self.version = version
 
     def observe_first(self, obs: np.ndarray) -> None:
@@ -69,6 +72,8 @@ class EpisodeActor(Actor):
         params, _ = self.net(torch.as_tensor(obs))
         action = self.net.dist.sample(params, self.gen).numpy()
         for b in range(self.B):
+            if not self.obs[b]:
+                self.start_version[b] = self.version
             self.obs[b].append(obs[b].copy())
             self.actions[b].append(action[b])
         return action
@@ -82,7 +87,7 @@ class EpisodeActor(Actor):
                     torch.as_tensor(np.stack(self.obs[b])), torch.as_tensor(np.stack(self.actions[b])),
                     torch.tensor(self.rewards[b], dtype=torch.float32), bool(step.terminated[b]),
                     bool(step.truncated[b] and not step.terminated[b]), torch.as_tensor(step.final_obs[b]).clone(),
-                    self.version))
+                    self.start_version[b]))
                 self.obs[b], self.actions[b], self.rewards[b] = [], [], []
 
     def drain(self) -> list[Episode]:

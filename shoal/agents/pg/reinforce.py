@@ -5,6 +5,10 @@ The actor hands over completed episodes; the learner waits until it holds
 takes one gradient step on ``-mean(log pi(a_t|s_t) * w_t)`` with ``w_t = G_t`` (or
 ``G_t - V(s_t)`` with a baseline, whose value net regresses on ``G_t``), the weights
 standardised over the batch when ``normalize_returns`` is on.
+
+With one env copy (the default) every episode runs on one set of parameters: the learner
+updates only once an episode has ended. With several copies, episodes still in progress
+at an update finish under the new parameters (reported as ``policy_lag``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from shoal.agents.pg.actor import GreedyPolicy, SamplingPolicy
 from shoal.agents.pg.episodic import Episode, EpisodeActor
 from shoal.agents.pg.loss import policy_gradient_loss, value_loss
 from shoal.agents.pg.networks import ActorCritic
-from shoal.agents.pg.vanilla import (VanillaPGConfig, gradient_step, learner_state, load_learner_state,
+from shoal.agents.pg.vanilla import (VanillaPGConfig, set_learning_rates, gradient_step, learner_state, load_learner_state,
                                      make_two_rate_optimizer, make_vanilla_networks)
 from shoal.config import positive
 from shoal.core.interfaces import Builder, Learner, Policy, Table
@@ -82,16 +86,20 @@ def reinforce_loss(logp: torch.Tensor, returns: torch.Tensor, values: torch.Tens
 class ReinforceLearner(Learner):
     """Buffers completed episodes and takes one gradient step per ``episodes_per_update`` of them."""
 
-    def __init__(self, net: ActorCritic, cfg: ReinforceConfig, device: str = "cpu") -> None:
+    def __init__(self, net: ActorCritic, cfg: ReinforceConfig, total_steps: int = 0, device: str = "cpu") -> None:
         self.net = net.to(device)
         self.cfg = cfg
         self.device = torch.device(device)
         self.opt = make_two_rate_optimizer(self.net, cfg)
+        self.params = list(self.net.parameters())
         self.version = 0
+        self.env_steps = 0
+        self.total_steps = max(1, total_steps)
         self.episodes: list[Episode] = []
+        self.variables = self.net.state_dict(keep_vars=True)
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
-        return self.version, {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        return self.version, {k: v.detach().cpu() for k, v in self.variables.items()}
 
     def step(self, data: Any = None) -> dict[str, float]:
         for item in data if isinstance(data, list) else [data]:
@@ -121,21 +129,24 @@ class ReinforceLearner(Learner):
         loss_v = value_loss(values, returns) if cfg.baseline else torch.zeros((), device=dev)
         if cfg.baseline:
             loss = loss + loss_v  # separate torsos and learning rates: no weight needed
-        grad_norm = gradient_step(self.net, self.opt, loss, cfg.max_grad_norm)
+        lr = set_learning_rates(self.opt, cfg, self.env_steps / self.total_steps)
+        grad_norm = gradient_step(self.params, self.opt, loss, cfg.max_grad_norm)
         self.net.obs_norm.update(obs)
         self.version += 1
+        self.env_steps += sum(len(e) for e in episodes)
         return {"loss_pi": float(loss_pi.detach()), "loss_v": float(loss_v.detach()), "entropy": float(entropy.detach()),
-                "grad_norm": grad_norm, "return_mean": float(returns.mean()), "weight_std": float(w.std()) if w.numel() > 1 else 0.0,
+                "grad_norm": grad_norm, "lr": lr, "return_mean": float(returns.mean()), "weight_std": float(w.std()) if w.numel() > 1 else 0.0,
                 "episodes_per_update": float(len(episodes)),
-                "policy_lag": float(self.version - 1 - min(e.policy_version for e in episodes))}
+                "policy_lag": float(self.version - 1 - min(e.policy_version for e in episodes))}  # updates since the oldest began
 
     def state(self) -> dict[str, Any]:
         # Buffered episodes are not saved: a resumed run restarts its episodes anyway.
-        return learner_state(self.net, self.opt, version=self.version)
+        return learner_state(self.net, self.opt, version=self.version, env_steps=self.env_steps)
 
     def load_state(self, state: dict[str, Any]) -> None:
         load_learner_state(self.net, self.opt, state)
         self.version = int(state["version"])
+        self.env_steps = int(state.get("env_steps", 0))
         self.episodes = []
 
 
@@ -154,4 +165,4 @@ class ReinforceBuilder(Builder):
         return EpisodeActor(networks, self.env_spec, num_envs, seed)
 
     def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> ReinforceLearner:
-        return ReinforceLearner(networks, self.config, self.device)
+        return ReinforceLearner(networks, self.config, self.total_steps, self.device)

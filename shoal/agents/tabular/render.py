@@ -35,8 +35,6 @@ class GridInfo:
 
 def grid_info(env: Any) -> GridInfo | None:
     """The :class:`GridInfo` of a grid-world env (id or instance), or None for other envs."""
-    import gymnasium as gym
-
     from shoal.envs.make import make_env
 
     made = isinstance(env, str)
@@ -58,7 +56,6 @@ def grid_info(env: Any) -> GridInfo | None:
             return GridInfo(u.grid_layout(), (UP, RIGHT, DOWN, LEFT), ("up", "right", "down", "left"))
         if name == "Treasure1D":
             return GridInfo(u.grid_layout(), (LEFT, RIGHT), ("left", "right"))
-        del gym
         return None
     finally:
         if made:
@@ -120,24 +117,27 @@ def plot_q_table(q: np.ndarray, grid: GridInfo | None = None, title: str | None 
     else:
         rows, cols = grid.shape
         values = q.max(axis=1).reshape(rows, cols)
-        masked = np.ma.masked_where(np.isin(grid.cells, list(_WALLS)), values)
-        im = ax.imshow(masked, cmap="viridis", interpolation="nearest")
-        im.cmap.set_bad("#333333")
+        # Walls, traps, holes, goals and the cliff are never acted in: grey, so the colours span the real states.
+        masked = np.ma.masked_where(np.isin(grid.cells, list(_NO_ARROW)), values)
+        from matplotlib import colormaps
+
+        im = ax.imshow(masked, cmap=colormaps["viridis"].with_extremes(bad="#505050"), interpolation="nearest")
         greedy = q.argmax(axis=1).reshape(rows, cols)
         for r in range(rows):
             for c in range(cols):
                 ch = grid.cells[r, c]
                 if ch in _NO_ARROW:
-                    ax.text(c, r, ch, ha="center", va="center", color="white" if ch in _WALLS else "red", fontweight="bold")
+                    colour = "white" if ch in _WALLS else "gold" if ch in "TG" else "#ff6b5b"
+                    ax.text(c, r, ch, ha="center", va="center", color=colour, fontweight="bold")
                     continue
                 dr, dc = grid.moves[greedy[r, c]]
                 ax.annotate("", xy=(c + 0.35 * dc, r + 0.35 * dr), xytext=(c - 0.35 * dc, r - 0.35 * dr),
                             arrowprops={"arrowstyle": "->", "color": "white", "lw": 1.5})
         ax.set_xticks(range(cols))
         ax.set_yticks(range(rows))
-        fig.colorbar(im, ax=ax, label="max_a Q(s, a)", shrink=0.8)
+        fig.colorbar(im, ax=ax, label="max_a Q(s, a)", shrink=min(0.8, 0.25 + 0.12 * rows))
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     return fig
 
 
