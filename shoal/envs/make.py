@@ -44,8 +44,23 @@ def check_env_id(env_id: str) -> None:
     raise EnvError(f"unknown environment id {env_id!r}; {hint}")
 
 
+def _atari(env: EnvLike) -> EnvLike:
+    """ALE ids get the standard Atari preprocessing (``shoal.envs.atari``)."""
+    if isinstance(env, str) and env.startswith("ALE/"):
+        check_env_id(env)
+        from shoal.envs.atari import AtariEnv
+
+        return AtariEnv(env)
+    return env
+
+
 def make_env(env: EnvLike, **kwargs: Any) -> gym.Env:
-    """A single Gymnasium env from an id (any registered id, shoal's included) or a callable."""
+    """A single Gymnasium env from an id (any registered id, shoal's included) or a callable.
+
+    ``ALE/...`` ids come with the DQN-paper Atari preprocessing (84x84 grey, frame
+    stack, frame skip with max-pool, noop and fire reset, episodic life, reward clipping).
+    """
+    env = _atari(env)
     if callable(env):
         made = env()
         if not isinstance(made, gym.Env):
@@ -194,6 +209,7 @@ def make_vec_env(env: EnvLike, num_envs: int, seed: int | None = None, mode: str
     """
     if mode not in VECTOR_MODES:
         raise EnvError(f"unknown vector mode {mode!r}; use one of {VECTOR_MODES}")
+    env = _atari(env)
     if num_envs < 1:
         raise EnvError(f"num_envs must be >= 1, got {num_envs}")
     env_id = env_id_of(env)

@@ -83,11 +83,33 @@ class MetricsLogger:
                 self.wall_offset = float(kept[-1][header.index("wall_time_s")])
         self.file = self.path.open("a", newline="")
 
+    def _widen(self, new: list[str]) -> None:
+        """Add columns that appear after the first row (e.g. losses once learning starts): rewrite the file."""
+        import io
+
+        from shoal.run.checkpoint import atomic_write_text
+
+        self.file.close()
+        with self.path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.columns = list(self.columns or []) + new
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
+        self.file = self.path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.columns, extrasaction="ignore")
+
     def log(self, values: dict[str, float]) -> None:
         """Write one row; ``values`` must contain ``env_steps``."""
         if self.columns is None:
             extra = sorted(k for k in values if k not in BASE_COLUMNS)
             self.columns = BASE_COLUMNS + extra
+        elif self.writer is not None or self.file.tell() > 0:
+            new = sorted(k for k in values if k not in self.columns)
+            if new:
+                self._widen(new)
         if self.writer is None:
             self.writer = csv.DictWriter(self.file, fieldnames=self.columns, extrasaction="ignore")
             if self.file.tell() == 0:

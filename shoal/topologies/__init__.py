@@ -50,6 +50,7 @@ class Program(ABC):
 
 TOPOLOGIES: dict[str, str] = {
     "local": "shoal.topologies.local:make_program",
+    "apex": "shoal.topologies.apex:make_program",
 }
 
 

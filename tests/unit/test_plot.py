@@ -24,3 +24,16 @@ def test_plot_errors(tmp_path):
     with pytest.raises(ShoalError, match="does not exist"):
         plot_runs([tmp_path / "nothing"], tmp_path / "c.png")
     assert not (tmp_path / "c.png").exists()
+
+
+def test_metrics_columns_appearing_later_are_kept(tmp_path):
+    import csv
+
+    from shoal.run.metrics import MetricsLogger
+
+    m = MetricsLogger(tmp_path, tensorboard=False)
+    m.log({"env_steps": 1, "episode_return_mean": 1.0})
+    m.log({"env_steps": 2, "episode_return_mean": 2.0, "loss": 0.5})
+    m.close()
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["env_steps"] for r in rows] == ["1", "2"] and rows[0]["loss"] == "" and rows[1]["loss"] == "0.5"

@@ -1,0 +1,1 @@
+"""Services nodes share: replay server (parameter and inference servers to come)."""

@@ -1,0 +1,131 @@
+"""The Ape-X topology: per-actor epsilons, actor priorities, replay ratio, determinism, both backends."""
+
+import numpy as np
+import pytest
+import torch
+
+import shoal
+from shoal.agents.dqn.config import ApexDQNConfig
+from shoal.agents.dqn.loss import apex_epsilon
+from shoal.backends.inprocess import InProcessBackend
+from shoal.config import to_dict
+from shoal.envs import env_spec
+from shoal.run.checkpoint import list_checkpoints, load_checkpoint
+from shoal.run.settings import RunConfig
+from shoal.topologies.apex import ApexProgram
+from shoal.topologies.nodes import NodeContext
+
+SMALL = {"num_envs": 2, "actor_update_period": 8, "batches_per_call": 4, "train_freq": 32, "gradient_steps": 4,
+         "batch_size": 32, "learning_starts": 200, "buffer_size": 5000, "hidden": (32, 32)}
+
+
+def _program(num_actors=3, steps=4000, seed=0, **kw):
+    cfg = ApexDQNConfig(**{**SMALL, **kw})
+    ctx = NodeContext("apex_dqn", to_dict(cfg), "CartPole-v1", env_spec("CartPole-v1"), steps, seed)
+    return ApexProgram(ctx, RunConfig(steps=steps, seed=seed, num_actors=num_actors), InProcessBackend())
+
+
+def _run(program, env_steps):
+    done = 0
+    while done < env_steps:
+        done += program.run_iteration().env_steps
+    return done
+
+
+def test_actors_explore_at_the_apex_epsilons():
+    p = _program(num_actors=4)
+    eps = [a.node.actor.epsilon for a in p.actors]
+    assert eps == pytest.approx([0.4 ** (1 + 7 * i / 3) for i in range(4)])
+    assert eps == pytest.approx([apex_epsilon(i, 4) for i in range(4)])
+    p.close()
+
+
+def test_actors_send_td_priorities_and_the_learner_keeps_the_replay_ratio():
+    p = _program()
+    replay = p.replay.node
+    _run(p, 1500)
+    assert replay.inserted > 0 and len(replay.table) == replay.inserted  # FIFO not yet full
+    # the actors' priorities, not the table's default of 1.0, are in the sum tree
+    tree = replay.table.selector.tree
+    live = replay.table.index.live_slots()
+    leaves = tree.get(live)
+    assert np.ptp(leaves) > 0 and not np.allclose(leaves, 1.0)
+    due_total = p.builder.learner_steps_due(p.env_steps, 0)
+    assert 0 < p.learner_steps <= due_total
+    assert due_total - p.learner_steps <= 2 * p.batches_per_call + p.builder.config.gradient_steps * 4
+    assert replay.sampled == p.learner_steps * p.batch_size
+    p.close()
+
+
+def test_replay_evicts_the_oldest_items_when_full():
+    p = _program(buffer_size=600, learning_starts=100)
+    _run(p, 2000)
+    assert len(p.replay.node.table) == 600 and p.replay.node.table.num_evicted > 0
+    p.close()
+
+
+def test_learner_pulls_are_versioned_and_actors_follow():
+    p = _program()
+    _run(p, 1200)
+    version, _ = p.learner.node.get_variables()
+    assert version == p.learner_steps > 0
+    _run(p, 200)  # every actor started a chunk after the last learn: it holds a recent version
+    assert all(a.node.actor.version > 0 for a in p.actors)
+    p.close()
+
+
+def test_inprocess_apex_is_deterministic(tmp_path):
+    def params(name, seed=4):
+        r = shoal.train("apex_dqn", "CartPole-v1", steps=2000, seed=seed, num_actors=2, run_dir=tmp_path / name,
+                        quiet=True, tensorboard=False, overrides={**SMALL, "eval_episodes": 2})
+        tree, _ = load_checkpoint(list_checkpoints(r.run_dir / "checkpoints")[-1])
+        return r, tree["program"]["learner"]["networks"]
+
+    ra, a = params("a")
+    rb, b = params("b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["episode_return_mean"] for h in ra.history] == [h["episode_return_mean"] for h in rb.history]
+    _, c = params("c", seed=5)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_apex_state_round_trip_restores_replay_and_learner():
+    p = _program()
+    _run(p, 1200)
+    state = p.state()
+    q = _program()
+    q.load_state(state)
+    assert q.env_steps == p.env_steps and q.learner_steps == p.learner_steps
+    assert len(q.replay.node.table) == len(p.replay.node.table)
+    for k, v in p.learner.node.networks.state_dict().items():
+        assert torch.equal(v, q.learner.node.networks.state_dict()[k])
+    _run(q, 300)
+    p.close()
+    q.close()
+
+
+def test_inprocess_apex_learns_cartpole(tmp_path):
+    """Four actors in a cooperative loop: a short run must clearly beat the random policy (~20)."""
+    r = shoal.train("apex_dqn", "CartPole-v1", steps=30_000, seed=0, num_actors=4, run_dir=tmp_path / "run",
+                    quiet=True, tensorboard=False, overrides={"eval_episodes": 10})
+    assert r.eval["mean_return"] >= 100, r.eval
+
+
+@pytest.mark.ray
+def test_apex_runs_on_ray(tmp_path):
+    r = shoal.train("apex_dqn", "CartPole-v1", steps=3000, seed=0, num_actors=2, backend="ray",
+                    run_dir=tmp_path / "run", quiet=True, tensorboard=False, overrides={**SMALL, "eval_episodes": 2})
+    assert r.env_steps >= 3000
+    tree, _ = load_checkpoint(list_checkpoints(r.run_dir / "checkpoints")[-1])
+    prog = tree["program"]
+    assert prog["learner_steps"] > 0 and prog["learner"]["steps"] == prog["learner_steps"]
+    assert len(prog["actors"]) == 2 and "replay" in prog
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_apex_on_ray_solves_cartpole(tmp_path):
+    r = shoal.train("apex_dqn", "CartPole-v1", steps=100_000, seed=0, num_actors=4, backend="ray",
+                    run_dir=tmp_path / "run", quiet=True, tensorboard=False)
+    print(f"apex ray: eval {r.eval['mean_return']:.1f} after {r.env_steps} steps, {r.wall_time_s:.1f} s")
+    assert r.eval["mean_return"] >= 475, r.eval
