@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -123,6 +124,7 @@ class VecEnv:
         self.check = check
         self._obs_shape = (self.num_envs, *self.spec.obs_shape)
         self._discrete = isinstance(env.single_action_space, gym.spaces.Discrete)
+        self._float_obs = np.dtype(self.spec.obs_dtype).kind == "f"
         self._obs: np.ndarray | None = None
 
     @property
@@ -164,11 +166,15 @@ class VecEnv:
         if done.any():
             final_obs = _dense_final_obs(info, obs, done)
         if self.check:
-            obs = self._check_obs(obs, "observation")
+            if obs.shape != self._obs_shape:
+                self._check_obs(obs, "observation")
+            # One float64 sum per array is finite exactly when every element is (NaN and inf
+            # propagate; float32 values cannot overflow a float64 sum): cheaper than isfinite().all().
+            if not math.isfinite(float(reward.sum()) + (float(obs.sum(dtype=np.float64)) if self._float_obs else 0.0)):
+                self._check_obs(obs, "observation")
+                raise EnvError(f"env {self.env_id!r} returned a non-finite reward {reward[~np.isfinite(reward)][0]}; check the env's reward function")
             if done.any():
                 self._check_obs(final_obs, "final observation")
-            if not np.isfinite(reward).all():
-                raise EnvError(f"env {self.env_id!r} returned a non-finite reward {reward[~np.isfinite(reward)][0]}; check the env's reward function")
         self._obs = obs
         return StepResult(obs, reward, terminated, truncated, final_obs)
 

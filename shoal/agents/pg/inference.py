@@ -70,6 +70,7 @@ class NumpyEngine:
         norm = net.obs_norm
         self.norm = (norm.mean.numpy(), norm.var.numpy(), norm.epsilon, norm.clip) if norm.enabled else None
         self.rng = np.random.default_rng(seed)
+        self._rows = np.zeros(0, np.int64)
 
     @staticmethod
     def supports(net: ActorCritic) -> bool:
@@ -95,17 +96,17 @@ class NumpyEngine:
         return out  # [policy features, value features]
 
     def act(self, obs: np.ndarray, with_value: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        if len(self._rows) != len(obs):
+            self._rows = np.arange(len(obs))
         h = self._torso(obs, (0, 1) if with_value else (0,))
         out = h[0] @ self.w_pi.T
         out += self.b_pi
         value = (h[1] @ self.w_v.T)[:, 0] + self.b_v[0] if with_value else None
         if self.discrete:
-            u = self.rng.random(out.shape, dtype=np.float32)
-            np.maximum(u, np.float32(1e-20), out=u)
-            action = np.argmax(out - np.log(-np.log(u)), axis=-1)
-            m = out.max(-1, keepdims=True)
-            lse = m[:, 0] + np.log(np.exp(out - m).sum(-1))
-            logp = np.take_along_axis(out, action[:, None], -1)[:, 0] - lse
+            # Gumbel-max sampling; log-softmax through one logaddexp reduction.
+            action = np.argmax(out + self.rng.gumbel(size=out.shape), axis=-1)
+            rows = self._rows if len(self._rows) == len(out) else np.arange(len(out))
+            logp = out[rows, action] - np.logaddexp.reduce(out, axis=-1)
             return action, logp.astype(np.float32), value, out
         log_std = np.clip(self.log_std, LOG_STD_MIN, LOG_STD_MAX)
         noise = self.rng.standard_normal(out.shape, dtype=np.float32)
