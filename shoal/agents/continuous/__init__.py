@@ -1,0 +1,1 @@
+"""Continuous control: DDPG, TD3, SAC and Ape-X DPG on Box action spaces."""

@@ -1,0 +1,207 @@
+"""Learners of DDPG, TD3 and SAC: sample replay, one backward pass, flat Adam steps, Polyak.
+
+Each gradient step computes the critic loss and (on policy steps) the policy loss and
+SAC's temperature loss, then runs a single backward pass over their sum. The policy loss
+reads the critics through detached weights, so each loss reaches only its own network's
+parameters; the policy therefore follows the critic from before this step's critic update
+(as Acme's DDPG/D4PG learners do), which saves a second backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from shoal.agents.continuous.config import DDPGConfig, OffPolicyConfig, SACConfig
+from shoal.agents.continuous.distributions import tanh_gaussian_sample
+from shoal.agents.continuous.loss import (critic_loss, default_target_entropy, dpg_actor_loss, min_over_critics,
+                                          polyak_update_, sac_actor_loss, sac_alpha_loss, td_target)
+from shoal.agents.continuous.networks import ContinuousNetworks
+from shoal.agents.continuous.optim import FlatAdam, FlatParams, retain_freed_memory
+from shoal.agents.continuous.targets import dpg_next_value, sac_next_value
+from shoal.core.interfaces import Learner, Table
+from shoal.data import LinearSchedule, importance_weights
+
+FIELDS = ("obs", "action", "reward", "discount", "next_obs")
+
+
+class OffPolicyLearner(Learner):
+    """Replay sampling, prioritized-replay bookkeeping, variables and checkpoints; subclasses do the update.
+
+    ``table`` is a :class:`~shoal.data.ReplayTable` or anything else with its ``try_sample``,
+    ``update_priorities`` and ``len`` (the Ape-X learner's batch feed).
+    """
+
+    def __init__(self, net: ContinuousNetworks, cfg: OffPolicyConfig, table: Table, total_steps: int,
+                 seed: int, device: str = "cpu") -> None:
+        retain_freed_memory()
+        self.device = torch.device(device)
+        self.net = net.to(self.device)
+        self.cfg, self.table = cfg, table
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        # Flat buffers are built after .to(device): moving afterwards would break the views.
+        self.critic = FlatParams(net.critic.parameters())
+        self.critic_target = FlatParams(net.critic_target.parameters(), grads=False)
+        self.policy = FlatParams(net.policy.parameters())
+        self.policy_target = (FlatParams(net.policy_target.parameters(), grads=False)
+                              if net.policy_target is not None else None)
+        self.critic_opt = FlatAdam(self.critic, cfg.critic_lr, eps=cfg.adam_eps)
+        self.policy_opt = FlatAdam(self.policy, cfg.actor_lr, eps=cfg.adam_eps)
+        self.beta = LinearSchedule(cfg.priority_beta, 1.0, max(1, int(total_steps * cfg.replay_ratio)))
+        self.version = 0
+        self.steps = 0
+        # Actors need only the policy, unless they compute priorities with the critics too.
+        keys = list(net.state_dict()) if cfg.actor_priorities else net.acting_keys
+        live = net.state_dict()  # views of the flat buffers: always current
+        self._live = {k: live[k] for k in keys}
+        self._variables: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._policy_metrics: dict[str, torch.Tensor] = {}  # repeated on steps without a policy update
+
+    # -- the Learner interface -------------------------------------------------------------------
+    def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
+        """``(version, what actors need)``: a snapshot on the CPU, taken once per version."""
+        if self._variables is None or self._variables[0] != self.version:
+            self._variables = (self.version, {k: v.detach().clone().cpu() for k, v in self._live.items()})
+        return self._variables
+
+    def step(self, data: Any = None) -> dict[str, torch.Tensor]:
+        """One gradient step on a replayed batch; metrics are 0-d tensors (no sync here)."""
+        cfg = self.cfg
+        sample = self.table.try_sample(cfg.batch_size)  # type: ignore[attr-defined]
+        if sample is None:  # nothing stored yet (e.g. n-step items still pending)
+            return {}
+        items, keys, probs = sample
+        batch = {k: torch.from_numpy(np.ascontiguousarray(items[k])).to(self.device, non_blocking=True) for k in FIELDS}
+        weights = None
+        if cfg.prioritized:
+            w = importance_weights(probs, len(self.table), self.beta(self.steps))
+            weights = torch.from_numpy(w).to(self.device, non_blocking=True)
+        metrics, td = self._update(batch, weights)
+        if cfg.prioritized:
+            self.table.update_priorities(keys, td.abs().mean(0).double().cpu().numpy() + cfg.priority_eps)
+        # Statistics move only after the update, so this step's targets and losses agree.
+        self.net.obs_norm.update(batch["obs"].reshape(len(keys), -1))
+        self.steps += 1
+        self.version += 1
+        return metrics
+
+    def _update(self, batch: dict[str, torch.Tensor], weights: torch.Tensor | None
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        raise NotImplementedError
+
+    def _clip(self, flat: FlatParams) -> None:
+        if self.cfg.max_grad_norm > 0:
+            flat.clip_grad_norm_(self.cfg.max_grad_norm)
+
+    def state(self) -> dict[str, Any]:
+        return {"networks": self.net.state_dict(), "critic_opt": self.critic_opt.state(),
+                "policy_opt": self.policy_opt.state(), "generator": self.gen.get_state(),
+                "version": self.version, "steps": self.steps}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["networks"])
+        self.critic_opt.load_state(state["critic_opt"])
+        self.policy_opt.load_state(state["policy_opt"])
+        self.gen.set_state(state["generator"])
+        self.version = int(state["version"])
+        self.steps = int(state["steps"])
+        self._variables = None
+
+
+class DPGLearner(OffPolicyLearner):
+    """DDPG and TD3: ``num_critics``, ``policy_delay`` and ``target_noise`` select the variant."""
+
+    cfg: DDPGConfig
+
+    def _update(self, batch: dict[str, torch.Tensor], weights: torch.Tensor | None
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        cfg, net = self.cfg, self.net
+        obs, next_obs = net.normalize(batch["obs"]), net.normalize(batch["next_obs"])
+        with torch.no_grad():
+            y = td_target(batch["reward"], batch["discount"],
+                          dpg_next_value(net, next_obs, cfg.target_noise, cfg.target_noise_clip, self.gen))
+        q = net.critic(obs, batch["action"])
+        loss, td = critic_loss(q, y, weights)
+        metrics = {"loss_critic": loss.detach(), "q": q.detach().mean()}
+        policy_step = self.steps % cfg.policy_delay == 0
+        if policy_step:
+            # TD3 (and DDPG) follow the first critic.
+            q_pi = net.critic(obs, net.policy(obs), detach_params=True, members=1)[0]
+            loss_pi = dpg_actor_loss(q_pi)
+            loss = loss + loss_pi
+            self._policy_metrics = {"loss_actor": loss_pi.detach()}
+        metrics.update(self._policy_metrics)
+        self.critic.zero_grad()
+        self.policy.zero_grad()
+        loss.backward()
+        self._clip(self.critic)
+        self.critic_opt.step()
+        if policy_step:
+            self._clip(self.policy)
+            self.policy_opt.step()
+            polyak_update_(self.critic_target.data, self.critic.data, cfg.tau)
+            assert self.policy_target is not None
+            polyak_update_(self.policy_target.data, self.policy.data, cfg.tau)
+        return metrics, td
+
+
+class SACLearner(OffPolicyLearner):
+    """SAC with twin critics and (by default) an automatically tuned temperature."""
+
+    cfg: SACConfig
+
+    def __init__(self, net: ContinuousNetworks, cfg: SACConfig, table: Table, total_steps: int,
+                 seed: int, device: str = "cpu") -> None:
+        super().__init__(net, cfg, table, total_steps, seed, device)
+        assert net.log_alpha is not None
+        self.alpha = FlatParams([net.log_alpha])
+        self.alpha_opt = FlatAdam(self.alpha, cfg.alpha_lr, eps=cfg.adam_eps)
+        self.target_entropy = (default_target_entropy(net.act_dim) if cfg.target_entropy is None
+                               else float(cfg.target_entropy))
+
+    def _update(self, batch: dict[str, torch.Tensor], weights: torch.Tensor | None
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        cfg, net = self.cfg, self.net
+        assert net.log_alpha is not None
+        obs, next_obs = net.normalize(batch["obs"]), net.normalize(batch["next_obs"])
+        alpha = net.log_alpha.detach().exp()
+        with torch.no_grad():
+            y = td_target(batch["reward"], batch["discount"], sac_next_value(net, next_obs, alpha, self.gen))
+        q = net.critic(obs, batch["action"])
+        loss, td = critic_loss(q, y, weights)
+        metrics = {"loss_critic": loss.detach(), "q": q.detach().mean(), "alpha": alpha}
+        policy_step = self.steps % cfg.policy_delay == 0
+        if policy_step:
+            mean, log_std = net.policy(obs)
+            noise = torch.randn(mean.shape, generator=self.gen, device=mean.device)
+            action, log_prob = tanh_gaussian_sample(mean, log_std, noise)
+            q_pi = min_over_critics(net.critic(obs, action, detach_params=True))
+            loss_pi = sac_actor_loss(log_prob, q_pi, alpha)
+            loss = loss + loss_pi
+            if cfg.autotune:
+                loss = loss + sac_alpha_loss(net.log_alpha, log_prob, self.target_entropy)
+            self._policy_metrics = {"loss_actor": loss_pi.detach(), "entropy": -log_prob.detach().mean()}
+        metrics.update(self._policy_metrics)
+        self.critic.zero_grad()
+        self.policy.zero_grad()
+        self.alpha.zero_grad()
+        loss.backward()
+        self._clip(self.critic)
+        self.critic_opt.step()
+        if policy_step:
+            self._clip(self.policy)
+            self.policy_opt.step()
+            if cfg.autotune:
+                self.alpha_opt.step()
+        if self.steps % cfg.target_every == 0:
+            polyak_update_(self.critic_target.data, self.critic.data, cfg.tau)
+        return metrics, td
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "alpha_opt": self.alpha_opt.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.alpha_opt.load_state(state["alpha_opt"])
