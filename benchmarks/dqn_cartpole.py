@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import run_worker  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 TARGET_RATIO = 0.5
@@ -83,18 +85,11 @@ def worker_sb3(steps: int, seed: int, threads: int, episodes: int) -> dict[str, 
 
 
 def _run_worker(which: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", which, "--steps", str(args.steps), "--seeds", str(seed),
-           "--threads", str(args.threads), "--eval-episodes", str(args.eval_episodes)]
+    extra = ["--steps", str(args.steps), "--seeds", str(seed), "--threads", str(args.threads),
+             "--eval-episodes", str(args.eval_episodes)]
     for o in args.shoal:
-        cmd += ["--shoal", o]
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.stderr.write(out.stderr)
-        raise SystemExit(f"{which} worker failed (exit {out.returncode})")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["process_s"] = time.perf_counter() - t0
-    return result
+        extra += ["--shoal", o]
+    return run_worker(__file__, which, extra)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,12 +40,18 @@ class Program(ABC):
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
 
-    @abstractmethod
+    # Programs hold ``backend``, ``builder``, a ``learner`` node handle and ``_eval_net``
+    # (a local copy of the networks) for the two methods below.
+
     def eval_policy(self) -> Policy:
-        """A deterministic policy with the latest parameters, for evaluation in this process."""
+        """A deterministic policy with the learner's latest parameters, for evaluation in this process."""
+        _, sd = self.backend.get(self.learner.call("get_variables"))  # type: ignore[attr-defined]
+        self._eval_net.load_state_dict(sd)  # type: ignore[attr-defined]
+        return self.builder.make_policy(self._eval_net, evaluation=True)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Stop the program's nodes."""
+        self.backend.shutdown()  # type: ignore[attr-defined]
 
 
 TOPOLOGIES: dict[str, str] = {

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 
 from shoal.backends.base import Backend, Future
-from shoal.core.interfaces import Policy
 from shoal.run.seeding import derive_seed
 from shoal.run.settings import RunConfig
 from shoal.services.replay import BatchFeed, ReplayNode, SampledBatch
@@ -184,14 +183,6 @@ class ApexProgram(Program):
         self.env_steps = int(state["env_steps"])
         self.learner_steps = int(state["learner_steps"])
         self.variables = self.learner.call("get_variables")
-
-    def eval_policy(self) -> Policy:
-        _, sd = self.backend.get(self.learner.call("get_variables"))
-        self._eval_net.load_state_dict(sd)
-        return self.builder.make_policy(self._eval_net, evaluation=True)
-
-    def close(self) -> None:
-        self.backend.shutdown()
 
 
 def make_program(ctx: NodeContext, run: RunConfig, backend: Backend) -> ApexProgram:

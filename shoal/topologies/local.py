@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from shoal.backends.base import Backend
-from shoal.core.interfaces import Policy
 from shoal.run.seeding import derive_seed
 from shoal.run.settings import RunConfig
 from shoal.topologies import IterationReport, Program
@@ -60,14 +59,6 @@ class LocalProgram(Program):
         if len(state["actors"]) == len(self.actors):
             self.backend.get([a.call("load_state", s) for a, s in zip(self.actors, state["actors"])])
         self.env_steps = int(state["env_steps"])
-
-    def eval_policy(self) -> Policy:
-        _, sd = self.backend.get(self.learner.call("get_variables"))
-        self._eval_net.load_state_dict(sd)
-        return self.builder.make_policy(self._eval_net, evaluation=True)
-
-    def close(self) -> None:
-        self.backend.shutdown()
 
 
 def make_program(ctx: NodeContext, run: RunConfig, backend: Backend) -> LocalProgram:

@@ -143,13 +143,13 @@ class LearnerNode:
         else:
             payload = [d for d in data if d is not None]
         due = self.builder.learner_steps_due(env_steps, self.learner_steps)
-        totals: dict[str, float] = {}
+        totals: dict[str, Any] = {}
         for _ in range(due):
             m = self.learner.step(payload)
             self.learner_steps += 1
-            for k, v in m.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-        return {k: v / due for k, v in totals.items()} if due else {}
+            for k, v in m.items():  # tensors stay on their device until the end: one sync per call
+                totals[k] = totals[k] + v if k in totals else v
+        return {k: float(v) / due for k, v in totals.items()} if due else {}
 
     def state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"learner": self.learner.state(), "learner_steps": self.learner_steps}
