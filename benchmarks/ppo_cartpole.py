@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from shoal.bench.peers import sb3_ppo_cartpole, timed_python
+
 SHOAL = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -30,48 +32,8 @@ print(json.dumps({{"train_s": run.wall_time_s, "eval": run.eval["mean_return"], 
                    "in_process_s": time.perf_counter() - t0}}))
 """
 
-SB3 = """
-import json, time
-t0 = time.perf_counter()
-import gymnasium as gym, numpy as np
-from stable_baselines3 import PPO
-from stable_baselines3.common.env_util import make_vec_env
-
-def linear(v):
-    return lambda progress_remaining: progress_remaining * v
-
-# rl-zoo hyperparameters for CartPole-v1 (ppo.yml)
-env = make_vec_env("CartPole-v1", n_envs=8, seed={seed})
-model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
-            learning_rate=linear(0.001), clip_range=linear(0.2), seed={seed}, device="cpu", verbose=0)
-t1 = time.perf_counter()
-model.learn(total_timesteps=100_000)
-train_s = time.perf_counter() - t1
-returns = []
-for i in range(20):
-    e = gym.make("CartPole-v1")
-    obs, _ = e.reset(seed=10_000 + i)
-    done, total = False, 0.0
-    while not done:
-        a, _ = model.predict(obs, deterministic=True)
-        obs, r, term, trunc, _ = e.step(int(a))
-        total += r
-        done = term or trunc
-    returns.append(total)
-print(json.dumps({{"train_s": train_s, "eval": float(np.mean(returns)), "steps": 100_000,
-                   "in_process_s": time.perf_counter() - t0}}))
-"""
-
-
 def timed(code: str) -> dict:
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"benchmark process failed:\n{p.stderr[-3000:]}")
-    out = json.loads(p.stdout.strip().splitlines()[-1])
-    out["process_s"] = wall
-    return out
+    return timed_python(code)
 
 
 def main() -> None:
@@ -85,7 +47,7 @@ def main() -> None:
             full = timed(SHOAL.format(seed=seed, run_dir=str(Path(d) / f"full{seed}"), overrides={}))
             solve = timed(SHOAL.format(seed=seed, run_dir=str(Path(d) / f"solve{seed}"),
                                        overrides={"eval_every": 2048, "target_return": 475.0}))
-            b = None if args.skip_sb3 else timed(SB3.format(seed=seed))
+            b = None if args.skip_sb3 else sb3_ppo_cartpole(seed)
             rows.append((seed, full, solve, b))
             line = (f"seed {seed}: shoal full run {full['process_s']:6.2f}s (eval {full['eval']:.1f}) | "
                     f"shoal to 475 {solve['process_s']:6.2f}s ({solve['steps']:,} steps, eval {solve['eval']:.1f})")

@@ -36,6 +36,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p = bs.add_parser("ppo-cartpole", help="wall-clock time for PPO to reach eval mean >= 475 on CartPole-v1")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--eval-every", type=int, default=2048)
+    p.add_argument("--vs-sb3", action="store_true", help="also time Stable-Baselines3 PPO (rl-zoo, 100k steps) per seed")
     p.add_argument("--json", default="bench_ppo_cartpole.json")
 
 
