@@ -12,12 +12,8 @@ trained until an evaluation every 2,048 steps reaches 475 (time to solve), and S
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from shoal.bench.peers import sb3_ppo_cartpole, timed_python
