@@ -123,6 +123,16 @@ class Builder(ABC):
         """Vector steps each actor runs between hand-overs to the learner."""
         return int(getattr(self.config, "rollout_length", 1))
 
+    @property
+    def actor_pull_period(self) -> int:
+        """Vector steps an asynchronous (Ape-X) actor runs between parameter pulls (``config.actor_update_period``)."""
+        return int(getattr(self.config, "actor_update_period", 1))
+
+    @property
+    def batches_per_call(self) -> int:
+        """Batches a remote (Ape-X) learner samples per replay call (``config.batches_per_call``)."""
+        return int(getattr(self.config, "batches_per_call", 1))
+
     def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
         """Learner steps to run now, given the env steps so far and the learner steps done.
 

@@ -41,16 +41,6 @@ class ContinuousBuilder(Builder):
     def stochastic(self) -> bool:
         return isinstance(self.config, SACConfig)
 
-    @property
-    def actor_pull_period(self) -> int:
-        """Vector steps an asynchronous (Ape-X) actor runs between parameter pulls."""
-        return self.config.actor_update_period
-
-    @property
-    def batches_per_call(self) -> int:
-        """Batches a remote (Ape-X) learner samples per replay call."""
-        return self.config.batches_per_call
-
     def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
         """``replay_ratio`` gradient steps per env step after the first ``learning_starts`` env steps."""
         c = self.config

@@ -30,16 +30,6 @@ class DQNBuilder(Builder):
         """Vector steps per actor per iteration: ``train_freq`` env steps (at least one vector step)."""
         return max(1, self.config.train_freq // self.num_envs)
 
-    @property
-    def actor_pull_period(self) -> int:
-        """Vector steps an asynchronous actor runs between parameter pulls (Ape-X's K)."""
-        return self.config.actor_update_period
-
-    @property
-    def batches_per_call(self) -> int:
-        """Batches a remote learner samples per replay call."""
-        return self.config.batches_per_call
-
     def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
         """``gradient_steps`` per ``train_freq`` env steps from ``learning_starts`` on, minus those done."""
         c = self.config
