@@ -22,3 +22,12 @@ def run_worker(script: str, which: str, args: list[str]) -> dict[str, Any]:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - t0
     return result
+
+
+def worker_args(args: Any, seed_flag: str, seed: int) -> list[str]:
+    """The command line a worker gets from the benchmark's own arguments."""
+    extra = ["--steps", str(args.steps), seed_flag, str(seed), "--threads", str(args.threads),
+             "--eval-episodes", str(args.eval_episodes)]
+    for o in args.shoal:
+        extra += ["--shoal", o]
+    return extra

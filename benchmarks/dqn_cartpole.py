@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import run_worker  # noqa: E402
+from _harness import run_worker, worker_args  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 TARGET_RATIO = 0.5
@@ -85,11 +85,7 @@ def worker_sb3(steps: int, seed: int, threads: int, episodes: int) -> dict[str, 
 
 
 def _run_worker(which: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    extra = ["--steps", str(args.steps), "--seeds", str(seed), "--threads", str(args.threads),
-             "--eval-episodes", str(args.eval_episodes)]
-    for o in args.shoal:
-        extra += ["--shoal", o]
-    return run_worker(__file__, which, extra)
+    return run_worker(__file__, which, worker_args(args, "--seeds", seed))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,9 +26,15 @@ class _Foreach:
         for p in self.params:
             p.grad = None
 
-    def _with_grads(self) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
+    def _with_grads(self, *buffers: str) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        """Indices, data, grads and state of the parameters that have gradients; state holds a
+        ``step`` counter and a zero ``buffers`` tensor per parameter, created on first use."""
         idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        return idx, [self.params[i].data for i in idx], [self.params[i].grad for i in idx]
+        for i in idx:
+            if i not in self.state:
+                p = self.params[i]
+                self.state[i] = {"step": torch.zeros((), dtype=torch.float32), **{b: torch.zeros_like(p) for b in buffers}}
+        return idx, [self.params[i].data for i in idx], [self.params[i].grad for i in idx], [self.state[i] for i in idx]
 
     def state_dict(self) -> dict[str, Any]:
         return {"state": {i: {k: v.clone() for k, v in s.items()} for i, s in self.state.items()},
@@ -50,15 +56,9 @@ class Adam(_Foreach):
     @torch.no_grad()
     def step(self) -> None:
         g = self.param_groups[0]
-        idx, ps, grads = self._with_grads()
+        idx, ps, grads, st = self._with_grads("exp_avg", "exp_avg_sq")
         if not idx:
             return
-        for i in idx:
-            if i not in self.state:
-                p = self.params[i]
-                self.state[i] = {"step": torch.zeros((), dtype=torch.float32), "exp_avg": torch.zeros_like(p),
-                                 "exp_avg_sq": torch.zeros_like(p)}
-        st = [self.state[i] for i in idx]
         steps = [s["step"] for s in st]
         m = [s["exp_avg"] for s in st]
         v = [s["exp_avg_sq"] for s in st]
@@ -85,13 +85,9 @@ class RMSprop(_Foreach):
     @torch.no_grad()
     def step(self) -> None:
         g = self.param_groups[0]
-        idx, ps, grads = self._with_grads()
+        idx, ps, grads, st = self._with_grads("square_avg")
         if not idx:
             return
-        for i in idx:
-            if i not in self.state:
-                self.state[i] = {"step": torch.zeros((), dtype=torch.float32), "square_avg": torch.zeros_like(self.params[i])}
-        st = [self.state[i] for i in idx]
         torch._foreach_add_([s["step"] for s in st], 1.0)
         sq = [s["square_avg"] for s in st]
         torch._foreach_mul_(sq, g["alpha"])
