@@ -69,7 +69,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_eval(a: argparse.Namespace) -> int:
-    from shoal.run.checkpoint import atomic_write_text
+    from shoal.io.checkpoint import atomic_write_text
     from shoal.run.reload import evaluate_run
 
     result = evaluate_run(Path(a.run_dir), a.episodes, a.seed)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from shoal.run.checkpoint import atomic_write_text
+from shoal.io.checkpoint import atomic_write_text
 from shoal.run.resolve import split_keys
 
 
@@ -56,7 +56,7 @@ def sampler_rate(env_id: str, num_envs: int, algo: str = "ppo", backend: str = "
     from shoal.backends import make_backend
     from shoal.config import build, to_dict
     from shoal.envs import env_spec
-    from shoal.run.seeding import derive_seed
+    from shoal.core.seeding import derive_seed
     from shoal.topologies.nodes import ActorNode, NodeContext
 
     spec = registry.get(algo)

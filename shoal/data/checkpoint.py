@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shoal.data.table import ReplayTable
-from shoal.run.checkpoint import load_checkpoint, save_checkpoint
+from shoal.io.checkpoint import load_checkpoint, save_checkpoint
 
 _KIND = "shoal.replay_table"
 

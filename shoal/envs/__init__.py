@@ -5,6 +5,6 @@ Only this package knows Gymnasium details; the rest of shoal sees :class:`VecEnv
 """
 
 from shoal.envs.make import env_spec, make_env, make_vec_env, VecEnv
-from shoal.envs.normalize import RunningMeanStd
+from shoal.nets.normalize import RunningMeanStd
 
 __all__ = ["env_spec", "make_env", "make_vec_env", "VecEnv", "RunningMeanStd"]

@@ -73,7 +73,7 @@ class MetricsLogger:
             header, body = rows[0], rows[1:]
             i = header.index("env_steps")
             kept = [r for r in body if r and float(r[i]) <= env_steps]
-            from shoal.run.checkpoint import atomic_write_text
+            from shoal.io.checkpoint import atomic_write_text
             import io
 
             buf = io.StringIO()
@@ -87,7 +87,7 @@ class MetricsLogger:
         """Add columns that appear after the first row (e.g. losses once learning starts): rewrite the file."""
         import io
 
-        from shoal.run.checkpoint import atomic_write_text
+        from shoal.io.checkpoint import atomic_write_text
 
         self.file.close()
         with self.path.open(newline="") as f:

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from shoal.errors import ShoalError
-from shoal.run.checkpoint import atomic_write_bytes
+from shoal.io.checkpoint import atomic_write_bytes
 
 
 def read_metrics(run_dir: Path) -> dict[str, list[float]]:

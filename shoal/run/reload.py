@@ -11,9 +11,9 @@ from shoal.agents import registry
 from shoal.config import build
 from shoal.envs.make import env_spec
 from shoal.errors import CheckpointError
-from shoal.run.checkpoint import list_checkpoints, load_checkpoint
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint
 from shoal.run.evaluate import evaluate, evaluation_env_id
-from shoal.run.seeding import derive_seed
+from shoal.core.seeding import derive_seed
 
 
 def load_policy(run_dir: Path) -> tuple[Any, dict[str, Any], int]:

@@ -10,7 +10,7 @@ from typing import Any
 from shoal.agents import registry
 from shoal.config import build, load_yaml_file, to_dict
 from shoal.errors import ConfigError
-from shoal.run.settings import RunConfig
+from shoal.settings import RunConfig
 
 RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)}
 

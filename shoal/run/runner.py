@@ -20,13 +20,13 @@ import yaml
 from shoal.backends import make_backend
 from shoal.envs.make import check_env_id, env_id_of, env_spec
 from shoal.errors import CheckpointError, ConfigError, ShoalError
-from shoal.run.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
+from shoal.io.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
 from shoal.run.evaluate import evaluate, evaluation_env_id
 from shoal.run.metrics import MetricsLogger
 from shoal.run.progress import ProgressLine
 from shoal.run.resolve import ResolvedConfig, resolve
-from shoal.run.seeding import derive_seed
-from shoal.run.threads import set_threads
+from shoal.core.seeding import derive_seed
+from shoal.core.threads import set_threads
 from shoal.topologies import get_topology
 from shoal.topologies.nodes import NodeContext
 

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from shoal.backends.base import Backend, Future
-from shoal.run.seeding import derive_seed
-from shoal.run.settings import RunConfig
+from shoal.core.seeding import derive_seed
+from shoal.settings import RunConfig
 from shoal.services.replay import BatchFeed, ReplayNode, SampledBatch
 from shoal.topologies import IterationReport, Program
 from shoal.topologies.nodes import ActorNode, NodeContext

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from shoal.backends.base import Backend
-from shoal.run.seeding import derive_seed
-from shoal.run.settings import RunConfig
+from shoal.core.seeding import derive_seed
+from shoal.settings import RunConfig
 from shoal.topologies import IterationReport, Program
 from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
 

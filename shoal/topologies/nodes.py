@@ -16,8 +16,8 @@ from shoal.agents import registry
 from shoal.config import build
 from shoal.core.interfaces import Builder
 from shoal.core.types import ActorReport, EnvSpec
-from shoal.run.seeding import derive_seed
-from shoal.run.threads import set_threads
+from shoal.core.seeding import derive_seed
+from shoal.core.threads import set_threads
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ActorNode:
 
     def __init__(self, ctx: NodeContext, actor_id: int, num_actors: int, env_seed: int, actor_seed: int) -> None:
         from shoal.envs import make_vec_env
-        from shoal.envs.normalize import RewardNormalizer
+        from shoal.nets.normalize import RewardNormalizer
 
         self.builder = ctx.builder()
         self.actor_id = actor_id

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import shoal
-from shoal.run.checkpoint import list_checkpoints, load_checkpoint
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint
 
 
 def _train(algo: str, env: str, tmp_path: Path, seed: int = 0, **kwargs):

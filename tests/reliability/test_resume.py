@@ -6,7 +6,7 @@ import shutil
 import torch
 
 import shoal
-from shoal.run.checkpoint import list_checkpoints, load_checkpoint
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint
 
 OVR = {"checkpoint_every": 1024, "eval_episodes": 5, "keep_checkpoints": 10}
 

@@ -10,8 +10,8 @@ from shoal.agents.dqn.loss import apex_epsilon
 from shoal.backends.inprocess import InProcessBackend
 from shoal.config import to_dict
 from shoal.envs import env_spec
-from shoal.run.checkpoint import list_checkpoints, load_checkpoint
-from shoal.run.settings import RunConfig
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint
+from shoal.settings import RunConfig
 from shoal.topologies.apex import ApexProgram
 from shoal.topologies.nodes import NodeContext
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import shoal
-from shoal.run.checkpoint import list_checkpoints, load_checkpoint
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.ray
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from shoal.errors import CheckpointError
-from shoal.run.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from shoal.run.optim import load_optimizer_state, make_optimizer, optimizer_state
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from shoal.nets.optim import load_optimizer_state, make_optimizer, optimizer_state
 
 
 def _trained():

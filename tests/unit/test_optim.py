@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shoal.run.optim import Adam, RMSprop, load_optimizer_state, optimizer_state
+from shoal.nets.optim import Adam, RMSprop, load_optimizer_state, optimizer_state
 
 
 def _net(seed):

@@ -21,7 +21,7 @@ from shoal.core.interfaces import Builder, Policy, Table
 from shoal.core.types import EnvSpec
 from shoal.data import NStepTransitionAdder, ReplayTable
 from shoal.errors import ConfigError
-from shoal.run.seeding import derive_seed
+from shoal.core.seeding import derive_seed
 
 
 class ContinuousBuilder(Builder):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from shoal.core.types import EnvSpec
-from shoal.envs.normalize import ObsNormalizer
+from shoal.nets.normalize import ObsNormalizer
 from shoal.errors import EnvError
 from shoal.nets.heads import LOG_STD_MAX, LOG_STD_MIN
 from shoal.nets.torsos import activation

@@ -17,7 +17,7 @@ from shoal.agents.dqn.learner import DQNLearner
 from shoal.agents.dqn.networks import QNetwork
 from shoal.core.interfaces import Builder, Policy, Table
 from shoal.data import FrameStackStorage, NStepTransitionAdder, ReplayTable
-from shoal.run.seeding import derive_seed
+from shoal.core.seeding import derive_seed
 
 
 class DQNBuilder(Builder):

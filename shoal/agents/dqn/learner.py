@@ -19,7 +19,7 @@ from shoal.agents.dqn.loss import (clip_grad_norm, double_q_target, polyak_updat
 from shoal.agents.dqn.networks import QNetwork
 from shoal.core.interfaces import Learner, Table
 from shoal.data import LinearSchedule, ReplayTable, importance_weights
-from shoal.run.optim import load_optimizer_state, make_optimizer, optimizer_state
+from shoal.nets.optim import load_optimizer_state, make_optimizer, optimizer_state
 
 
 _FIELDS = ("obs", "action", "reward", "discount", "next_obs")

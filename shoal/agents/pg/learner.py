@@ -14,7 +14,7 @@ from shoal.agents.pg.networks import ActorCritic
 from shoal.core.interfaces import Learner
 from shoal.core.types import Rollout
 from shoal.returns import fold_truncation, gae
-from shoal.run.optim import make_optimizer, optimizer_state, load_optimizer_state
+from shoal.nets.optim import make_optimizer, optimizer_state, load_optimizer_state
 
 
 def linear(value: float, progress: float, schedule: str) -> float:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from shoal.core.types import EnvSpec
-from shoal.envs.normalize import ObsNormalizer
+from shoal.nets.normalize import ObsNormalizer
 from shoal.nets import CategoricalHead, GaussianHead, ValueHead, make_torso
 from shoal.nets.torsos import ParallelMLP
 

@@ -16,7 +16,7 @@ from torch import nn
 from shoal.agents.pg.networks import ActorCritic
 from shoal.config import in_range, positive, require
 from shoal.core.types import EnvSpec
-from shoal.run.optim import load_optimizer_state, optimizer_state
+from shoal.nets.optim import load_optimizer_state, optimizer_state
 
 
 @dataclass

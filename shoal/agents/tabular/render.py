@@ -144,7 +144,7 @@ def plot_q_table(q: np.ndarray, grid: GridInfo | None = None, title: str | None 
 def load_q_table(run_dir: str | Path) -> np.ndarray:
     """The Q-table of the latest checkpoint in a tabular run directory."""
     from shoal.errors import CheckpointError
-    from shoal.run.checkpoint import list_checkpoints, load_checkpoint
+    from shoal.io.checkpoint import list_checkpoints, load_checkpoint
 
     ckpts = list_checkpoints(Path(run_dir) / "checkpoints")
     if not ckpts:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import shoal
-from shoal.run.checkpoint import list_checkpoints, load_checkpoint
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint
 
 OVR = {"hidden": [16, 16], "batch_size": 32, "learning_starts": 100, "checkpoint_every": 200,
        "keep_checkpoints": 10, "eval_episodes": 2}

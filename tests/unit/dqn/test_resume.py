@@ -3,7 +3,7 @@
 import shutil
 
 import shoal
-from shoal.run.checkpoint import list_checkpoints, load_checkpoint
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint
 
 OVR = {"checkpoint_every": 2048, "eval_episodes": 2, "keep_checkpoints": 10, "learning_starts": 500,
        "buffer_size": 3000, "prioritized": True}

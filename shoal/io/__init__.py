@@ -1,0 +1,1 @@
+"""Serialisation below the run layer: atomic files and pickle-free checkpoints."""
