@@ -14,5 +14,6 @@ from shoal.returns.core import (
     n_step_targets,
     td_lambda,
 )
+from shoal.returns.vtrace import VTraceReturns, vtrace
 
-__all__ = ["discounted_returns", "fold_truncation", "gae", "n_step_targets", "td_lambda"]
+__all__ = ["discounted_returns", "fold_truncation", "gae", "n_step_targets", "td_lambda", "vtrace", "VTraceReturns"]

@@ -1,0 +1,84 @@
+"""A bounded trajectory queue with backpressure, built on :class:`~shoal.data.table.ReplayTable`.
+
+Each item (e.g. one fixed-length unroll) is sampled exactly once, oldest first. When the
+queue is full a producer either waits (``overflow="block"``, up to its timeout, then
+:class:`QueueFull`) so actors slow down instead of filling memory, or the oldest waiting
+item is dropped and counted (``overflow="drop_oldest"``), for producers that must never
+stall. Consumers wait up to their timeout for a batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shoal.data.rate_limiter import RateLimited, RateLimiter
+from shoal.data.selectors import Fifo
+from shoal.data.table import ReplayTable
+from shoal.errors import ConfigError, ShoalError
+
+OVERFLOW_MODES = ("block", "drop_oldest")
+
+
+class QueueFull(ShoalError):
+    """A blocking queue stayed full for the producer's whole timeout."""
+
+
+class QueueEmpty(ShoalError):
+    """A consumer's timeout passed before enough items arrived."""
+
+
+class TrajectoryQueue:
+    """FIFO of at most ``capacity`` items, each handed out once.
+
+    Args:
+        capacity: most items waiting at once.
+        overflow: ``block`` (producers wait, then :class:`QueueFull`) or ``drop_oldest``.
+        timeout: default wait in seconds for producers and consumers (``None``: for ever).
+    """
+
+    def __init__(self, capacity: int, overflow: str = "block", timeout: float | None = 10.0, name: str = "queue") -> None:
+        if overflow not in OVERFLOW_MODES:
+            raise ConfigError(f"queue overflow must be one of {', '.join(OVERFLOW_MODES)}, got {overflow!r}")
+        self.overflow = overflow
+        self.timeout = timeout
+        limiter = RateLimiter.queue(capacity) if overflow == "block" else RateLimiter.min_size(1)
+        self.table = ReplayTable(capacity, Fifo(), rate_limiter=limiter, max_times_sampled=1, timeout=timeout, name=name)
+        self.num_put = 0
+        self.num_got = 0
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def capacity(self) -> int:
+        return self.table.capacity
+
+    @property
+    def num_dropped(self) -> int:
+        """Items dropped unread because the queue was full (``drop_oldest``)."""
+        return self.table.num_evicted
+
+    def put(self, items: dict[str, np.ndarray], timeout: float | None | str = "default") -> None:
+        """Append a batch of items (leading axis = item)."""
+        wait = self.timeout if timeout == "default" else timeout
+        try:
+            self.table.insert(items, timeout=wait)
+        except RateLimited as e:
+            raise QueueFull(f"queue {self.table.name!r} stayed full ({self.capacity} items) for {wait} s; "
+                            "the consumer is slower than the producers: add learner capacity or use "
+                            "overflow=drop_oldest") from e
+        self.num_put += len(next(iter(items.values())))
+
+    def get(self, n: int, timeout: float | None | str = "default") -> dict[str, np.ndarray]:
+        """The ``n`` oldest items, waiting for them up to ``timeout`` seconds."""
+        wait = self.timeout if timeout == "default" else timeout
+        if n > self.capacity:
+            raise ShoalError(f"cannot get {n} items from queue {self.table.name!r} of capacity {self.capacity}; "
+                             "ask for fewer or raise the capacity")
+        try:
+            items, _, _ = self.table.sample(n, timeout=wait)  # FIFO is distinct: waits for n items
+        except RateLimited as e:
+            raise QueueEmpty(f"queue {self.table.name!r} held {len(self.table)} of {n} items after {wait} s; "
+                             "the producers are stalled or too few") from e
+        self.num_got += n
+        return items
