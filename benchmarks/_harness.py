@@ -1,8 +1,13 @@
-"""Shared by the benchmark scripts: run one trainer in a fresh process and time it whole."""
+"""Shared by the benchmark scripts: run one trainer in a fresh process, time it, and limit its threads.
+
+Wall-clock times on a shared machine swing with other people's load; CPU times (all of a
+process's threads, user + system) much less so. Every result carries both.
+"""
 
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -12,22 +17,43 @@ from typing import Any
 def run_worker(script: str, which: str, args: list[str]) -> dict[str, Any]:
     """Run ``script --worker which ARGS`` in a new interpreter; its last stdout line is a JSON result.
 
-    Adds ``process_s``: the whole process's wall-clock time, imports included.
+    Adds ``process_s`` (the whole process's wall-clock time, imports included) and
+    ``process_cpu_s`` (its CPU time, user + system).
     """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, script, "--worker", which, *args], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         sys.stderr.write(out.stderr)
         raise SystemExit(f"{which} worker failed (exit {out.returncode})")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["process_s"] = time.perf_counter() - t0
+    result["process_s"] = wall
+    result["process_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
 
 
-def worker_args(args: Any, seed_flag: str, seed: int) -> list[str]:
-    """The command line a worker gets from the benchmark's own arguments."""
-    extra = ["--steps", str(args.steps), seed_flag, str(seed), "--threads", str(args.threads),
-             "--eval-episodes", str(args.eval_episodes)]
-    for o in args.shoal:
-        extra += ["--shoal", o]
-    return extra
+def limit_threads(n: int) -> None:
+    """``n`` intra-op threads for torch and for numpy's BLAS in this process (the same on every side)."""
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n, user_api="blas")
+    except ImportError:
+        pass
+
+
+class Timer:
+    """Wall-clock and CPU time (this process, all threads) of a ``with`` block: ``wall_s``, ``cpu_s``."""
+
+    def __enter__(self) -> "Timer":
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s = time.perf_counter() - self._w
+        self.cpu_s = time.process_time() - self._c

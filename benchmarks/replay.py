@@ -4,23 +4,28 @@
     python benchmarks/replay.py --capacity 4096    # tiny run (the Atari part then stores 4096 transitions)
 
 Prints insert, sample and priority-update throughput of a prioritized table (batch 512),
-and the bytes one stored Atari transition costs in the frame-deduplicating storage,
-against one 84x84 uint8 frame (7056 bytes). Timings use time.perf_counter.
+the bytes one stored Atari transition costs in the frame-deduplicating storage, against
+one 84x84 uint8 frame (7056 bytes), and for both tables the time and bytes to checkpoint
+and restore them (``save_table`` / ``load_table``: safetensors + JSON with SHA-256, the
+format run checkpoints use; temp files on the system's temp folder). Timings use
+time.perf_counter.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shoal.core.types import StepResult  # noqa: E402
-from shoal.data import FrameStackStorage, ReplayTable, TransitionAdder, Uniform  # noqa: E402
+from shoal.data import FrameStackStorage, ReplayTable, TransitionAdder, Uniform, load_table, save_table  # noqa: E402
 
 FRAME_BYTES = 84 * 84
 SAMPLE_UPDATE_TARGET_US = 2000.0
@@ -38,7 +43,7 @@ def mark(ok: bool) -> str:
     return "OK" if ok else "MISSED"
 
 
-def bench_prioritized(capacity: int, batch: int, calls: int) -> None:
+def bench_prioritized(capacity: int, batch: int, calls: int) -> ReplayTable:
     rng = np.random.default_rng(0)
     table = ReplayTable.prioritized(capacity, alpha=0.6, seed=0)
     pool = [small_items(batch, rng) for _ in range(8)]
@@ -73,9 +78,28 @@ def bench_prioritized(capacity: int, batch: int, calls: int) -> None:
         print(f"  {name:<18} {calls * batch / seconds:>12,.0f} items/s  ({seconds / calls * 1e6:8.1f} us per call)")
     print(f"  sample + update    {both_us:8.1f} us per call of {batch}  "
           f"[target < {SAMPLE_UPDATE_TARGET_US:.0f} us: {mark(both_us < SAMPLE_UPDATE_TARGET_US)}]")
+    return table
 
 
-def bench_atari(transitions: int, envs: int, chunk: int) -> None:
+def bench_checkpoint(table: ReplayTable, fresh: Callable[[], ReplayTable], label: str) -> None:
+    """Save ``table`` with the run's checkpoint format, restore it into ``fresh()``, and check they agree."""
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+        t0 = time.perf_counter()
+        save_table(table, Path(tmp) / "replay")
+        save_s = time.perf_counter() - t0
+        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        back = fresh()
+        t0 = time.perf_counter()
+        load_table(back, Path(tmp) / "replay")
+        load_s = time.perf_counter() - t0
+    assert len(back) == len(table) and np.array_equal(back.index.slot_key, table.index.slot_key)
+    print(f"  checkpoint {label}: {len(table):,} items, {size / 1e6:,.1f} MB on disk "
+          f"({size / len(table):,.0f} bytes per item)")
+    print(f"    save (write + SHA-256) {save_s:6.2f} s  ({size / 1e6 / save_s:7,.0f} MB/s)")
+    print(f"    restore (read + verify + load) {load_s:6.2f} s  ({size / 1e6 / load_s:7,.0f} MB/s)")
+
+
+def bench_atari(transitions: int, envs: int, chunk: int) -> ReplayTable:
     """Fill a frame-stack table with synthetic Atari episodes, through a transition adder."""
     rng = np.random.default_rng(1)
     table = ReplayTable(transitions, Uniform(seed=0), storage=FrameStackStorage(transitions))
@@ -114,6 +138,7 @@ def bench_atari(transitions: int, envs: int, chunk: int) -> None:
           f"[target < {BYTES_TARGET}: {mark(per / FRAME_BYTES < BYTES_TARGET)}]")
     print(f"  a plain storage      {2 * 4 * FRAME_BYTES + 16:10,} bytes per transition (8 frames)")
     print(f"  insert               {steps * envs / insert_s:10,.0f} transitions/s (batches of {chunk * envs})")
+    return table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,8 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         pass
     print(f"shoal replay benchmark (numpy {np.__version__})")
-    bench_prioritized(args.capacity, args.batch, args.calls)
-    bench_atari(args.atari_transitions or min(100_000, args.capacity), envs=8, chunk=64)
+    table = bench_prioritized(args.capacity, args.batch, args.calls)
+    bench_checkpoint(table, lambda: ReplayTable.prioritized(args.capacity, alpha=0.6, seed=0), "prioritized table")
+    del table
+    atari = args.atari_transitions or min(100_000, args.capacity)
+    table = bench_atari(atari, envs=8, chunk=64)
+    bench_checkpoint(table, lambda: ReplayTable(atari, Uniform(seed=0), storage=FrameStackStorage(atari)),
+                     "atari frame table")
 
 
 if __name__ == "__main__":

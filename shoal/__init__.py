@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.distributions
+from shoal.envs.registration import register_envs
 
 __version__ = "0.1.0"
 
-# Argument validation in torch.distributions costs more than the math for small nets.
-torch.distributions.Distribution.set_default_validate_args(False)
+# Like any Gymnasium env package, importing shoal registers its ids (shoal/GridMaze-v0,
+# shoal/CartPole-v1, ...); only gymnasium is imported for it, no env code and no torch.
+register_envs()
 
 
 def train(algo: str | None = None, env: Any = None, **kwargs: Any):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -17,16 +18,20 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an algorithm; writes a run directory")
     t.add_argument("algo", nargs="?", help="algorithm name (see `shoal list`); optional with --resume")
-    t.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1")
+    t.add_argument("--env", help="Gymnasium env id, e.g. CartPole-v1, or module:EnvId for an env that module registers")
     t.add_argument("--steps", type=int, help="total env steps (default: per-env default)")
     t.add_argument("--seed", type=int, help="run seed (default 0)")
     t.add_argument("--run-dir", help="run directory (default runs/ALGO_ENV_sSEED_TIME)")
-    t.add_argument("--backend", choices=["inprocess", "ray"], help="where nodes run (default inprocess)")
+    t.add_argument("--backend", choices=["inprocess", "threaded", "ray"],
+                   help="where nodes run: inprocess (default, deterministic), threaded (a thread per node), ray")
     t.add_argument("--num-actors", type=int, help="actor nodes (default 1)")
+    t.add_argument("--topology", help="where the algorithm's pieces run: local, apex, impala, seed, a3c, ga3c "
+                   "(default: the algorithm's own; `shoal list` shows which fit); its settings are topology.KEY=VALUE")
     t.add_argument("--ray-address", help="connect to this Ray cluster instead of starting a private one")
     t.add_argument("--config", help="YAML file of settings")
-    t.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
-    t.add_argument("--quiet", action="store_true", help="no progress line")
+    t.add_argument("--resume", help="continue the run in this directory from its last checkpoint; --steps and key=value "
+                   "change its settings (not those that shape the checkpoint, e.g. hidden or num_envs)")
+    t.add_argument("--quiet", action="store_true", help="no progress line and no line naming the defaults applied")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. lr=3e-4 hidden=[64,64]")
 
     e = sub.add_parser("eval", help="evaluate the last checkpoint of a run")
@@ -54,12 +59,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from shoal.config import parse_overrides
+    from shoal.core.memory import retain_freed_memory
     from shoal.run.runner import train
 
+    retain_freed_memory()  # this process is shoal's own (no user code in it): learners reuse freed blocks
     if a.resume and a.run_dir:
         raise ShoalError("pass either --resume DIR or --run-dir DIR, not both")
     run = train(a.algo, a.env, steps=a.steps, seed=a.seed, run_dir=a.run_dir, backend=a.backend, num_actors=a.num_actors,
-                config=a.config, overrides=parse_overrides(a.overrides), resume=a.resume, ray_address=a.ray_address,
+                topology=a.topology, config=a.config, overrides=parse_overrides(a.overrides), resume=a.resume, ray_address=a.ray_address,
                 quiet=a.quiet)
     msg = f"run directory: {run.run_dir}  env steps: {run.env_steps:,}  wall: {run.wall_time_s:.1f}s"
     if run.eval:
@@ -94,16 +101,35 @@ def _cmd_list(a: argparse.Namespace) -> int:
     from shoal.backends import BACKENDS
     from shoal.topologies import TOPOLOGIES
 
+    def fits(algo: str, topology: str) -> bool:
+        from shoal.envs import env_spec
+        from shoal.topologies import misfit
+
+        spec = ALGORITHMS[algo]  # fitting depends on the algorithm's settings; any env it accepts will do
+        for probe in ("CartPole-v1", "Pendulum-v1", "FrozenLake-v1"):
+            try:
+                builder = spec.builder_cls()(spec.config_cls()(), env_spec(probe))
+            except ShoalError:
+                continue
+            return misfit(topology, builder) is None
+        return False
+
     print("algorithms:")
     for name, spec in sorted(ALGORITHMS.items()):
-        print(f"  {name:<14} {spec.summary} (topology: {spec.topology})")
-    print("topologies: " + ", ".join(sorted(TOPOLOGIES)))
-    print("backends:   " + ", ".join(BACKENDS))
+        print(f"  {name:<14} {spec.summary}")
+    names = list(TOPOLOGIES)
+    print("\nalgorithm x topology, with each algorithm's default settings (D: its default topology, +: fits, "
+          ".: does not fit):")
+    print("  " + " " * 14 + " ".join(f"{t:>7}" for t in names))
+    for name, spec in sorted(ALGORITHMS.items()):
+        cells = ["D" if t == spec.topology else ("+" if fits(name, t) else ".") for t in names]
+        print(f"  {name:<14}" + " ".join(f"{c:>7}" for c in cells))
+    print("\nbackends:   " + ", ".join(BACKENDS))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; user errors print one line and exit 2, no traceback."""
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line as ``main`` does, without running it (argparse exits 2 on a bad one)."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # key=value settings may come before or after options; anything else unknown is an error.
@@ -111,7 +137,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if args.cmd == "train":
-        args.overrides = list(args.overrides) + extra
+        overrides = list(args.overrides) + extra
+        if args.algo and "=" in args.algo:
+            # `train --resume DIR lr=1e-3`: argparse hands the first key=value to the optional algorithm.
+            overrides.insert(0, args.algo)
+            args.algo = None
+        args.overrides = overrides
+    return args
+
+
+def _cwd_importable() -> None:
+    """Let ``--env mypkg.envs:MyEnv-v0`` import ``mypkg`` from the current folder, as ``python -m`` would."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)  # last: never shadows an installed package
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit 2, no traceback."""
+    args = parse_args(argv)
+    if args.cmd in ("train", "eval", "bench"):
+        _cwd_importable()
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "list": _cmd_list}
     try:
         if args.cmd == "bench":

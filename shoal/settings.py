@@ -40,16 +40,17 @@ class RunConfig:
     log_every: int = 0
     """Env steps between metric rows (0: about 200 rows per run, at most one per iteration)."""
     keep_checkpoints: int = 3
-    """How many recent checkpoints to keep."""
+    """How many recent checkpoints to keep (only the newest keeps the replay tables)."""
     torch_threads: int = 1
     """Intra-op threads per process (1 is fastest for small nets on few cores)."""
     device: str = "cpu"
-    """Learner device: cpu, cuda, cuda:N or auto."""
+    """Learner device: cpu, cuda, cuda:N (in-process only) or auto (cuda if the learner's host, or the Ray cluster, has a GPU)."""
 
     def __post_init__(self) -> None:
         positive(self, "steps", "num_actors", "torch_threads")
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        require(self.backend in ("inprocess", "ray"), f"backend must be inprocess or ray, got {self.backend!r}")
+        require(self.backend in ("inprocess", "threaded", "ray"),
+                f"backend must be inprocess, threaded or ray, got {self.backend!r}")
         require(self.vector in ("auto", "sync", "async", "batched", "envpool"),
                 f"vector must be one of auto, sync, async, batched, envpool; got {self.vector!r}")
         require(self.eval_episodes >= 0, f"eval_episodes must be >= 0, got {self.eval_episodes}")

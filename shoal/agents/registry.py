@@ -25,7 +25,6 @@ class AlgoSpec:
     builder: str  # "module:Class" of the Builder
     topology: str  # default topology
     summary: str
-    topologies: tuple[str, ...] = ()  # other topologies it supports
 
     def config_cls(self) -> type:
         return _load(self.config)
@@ -77,6 +76,14 @@ register(AlgoSpec("ppo", f"{_PG}.config:PPOConfig", f"{_PG}.builder:ActorCriticB
                   "Proximal Policy Optimization (clipped surrogate or adaptive KL penalty)"))
 register(AlgoSpec("a2c", f"{_PG}.config:A2CConfig", f"{_PG}.builder:ActorCriticBuilder", "local",
                   "synchronous advantage actor-critic"))
+register(AlgoSpec("impala", f"{_PG}.config:ImpalaConfig", f"{_PG}.builder:ActorCriticBuilder", "impala",
+                  "IMPALA: actors with a lagged policy feed a queue; the learner corrects the lag with V-trace"))
+register(AlgoSpec("a3c", f"{_PG}.config:A3CConfig", f"{_PG}.builder:ActorCriticBuilder", "a3c",
+                  "A3C: workers compute actor-critic gradients and push them to a parameter node, no barrier"))
+register(AlgoSpec("ga3c", f"{_PG}.config:GA3CConfig", f"{_PG}.builder:ActorCriticBuilder", "ga3c",
+                  "GA3C: agents without networks, a batching predictor and a batching trainer joined by queues"))
+register(AlgoSpec("appo", f"{_PG}.config:APPOConfig", f"{_PG}.builder:ActorCriticBuilder", "impala",
+                  "APPO: PPO's clipped objective on V-trace advantages, on the asynchronous IMPALA topology"))
 
 _TAB = "shoal.agents.tabular"
 register(AlgoSpec("q_learning", f"{_TAB}.config:QLearningConfig", f"{_TAB}.builder:TabularBuilder", "local",
@@ -92,20 +99,16 @@ register(AlgoSpec("actor_critic", f"{_PG}.one_step_ac:OneStepACConfig", f"{_PG}.
 
 _DQN = "shoal.agents.dqn"
 register(AlgoSpec("dqn", f"{_DQN}.config:DQNConfig", f"{_DQN}.builder:DQNBuilder", "local",
-                  "DQN with flags for Double, Dueling, prioritized replay, n-step returns, Polyak targets",
-                  topologies=("apex",)))
+                  "DQN with flags for Double, Dueling, prioritized replay, n-step returns, Polyak targets"))
 register(AlgoSpec("apex_dqn", f"{_DQN}.config:ApexDQNConfig", f"{_DQN}.builder:DQNBuilder", "apex",
-                  "Ape-X DQN: N actors with their own epsilons, actor-computed priorities, one prioritized replay",
-                  topologies=("local",)))
+                  "Ape-X DQN: N actors with their own epsilons, actor-computed priorities, one prioritized replay"))
 
 _CONT = "shoal.agents.continuous"
 register(AlgoSpec("ddpg", f"{_CONT}.config:DDPGConfig", f"{_CONT}.builder:ContinuousBuilder", "local",
-                  "DDPG: deterministic policy gradient, target networks, Gaussian or OU exploration noise",
-                  topologies=("apex",)))
+                  "DDPG: deterministic policy gradient, target networks, Gaussian or OU exploration noise"))
 register(AlgoSpec("td3", f"{_CONT}.config:TD3Config", f"{_CONT}.builder:ContinuousBuilder", "local",
                   "TD3: twin critics, target policy smoothing, delayed policy updates"))
 register(AlgoSpec("sac", f"{_CONT}.config:SACConfig", f"{_CONT}.builder:ContinuousBuilder", "local",
                   "SAC: tanh-squashed Gaussian policy, twin critics, automatic entropy temperature"))
 register(AlgoSpec("apex_ddpg", f"{_CONT}.config:ApexDDPGConfig", f"{_CONT}.builder:ContinuousBuilder", "apex",
-                  "Ape-X DPG: N actors with their own noise scales, actor-computed priorities, one prioritized replay",
-                  topologies=("local",)))
+                  "Ape-X DPG: N actors with their own noise scales, actor-computed priorities, one prioritized replay"))

@@ -12,6 +12,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
+from shoal.errors import ConfigError
+
 
 class Future(ABC):
     """The pending result of a node call."""
@@ -33,10 +35,17 @@ class Backend(ABC):
     """Places nodes and moves data between them."""
 
     name: str = "base"
+    #: Whether nodes run at the same time (threads, processes) or one call after another.
+    concurrent: bool = False
 
     @abstractmethod
-    def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0, **kwargs: Any) -> NodeHandle:
-        """Create ``cls(*args, **kwargs)`` as a node and return its handle."""
+    def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
+              concurrency: int = 1, **kwargs: Any) -> NodeHandle:
+        """Create ``cls(*args, **kwargs)`` as a node and return its handle.
+
+        ``concurrency > 1`` asks for a node that serves that many calls at once (a queue, a
+        parameter or inference server, whose calls may block); such a node must be thread safe.
+        """
 
     def get(self, futures: Future | Sequence[Future]) -> Any:
         """Resolve one future or a list of them (in order)."""
@@ -51,6 +60,27 @@ class Backend(ABC):
     def put(self, value: Any) -> Future:
         """Store a value once so many calls can share it (a no-op in-process)."""
         return Ready(value)
+
+    def resolve_device(self, name: str) -> str:
+        """The learner device a run's ``device`` setting means where this backend places learners.
+
+        ``auto`` becomes ``cuda`` when a GPU is there, else ``cpu``; ``cuda`` without one is an
+        error. This default checks this process's torch (learners run here); backends that
+        place learners elsewhere (Ray) ask the place instead.
+        """
+        import torch
+
+        if name == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if name.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device={name!r} but this torch build sees no CUDA device; "
+                                  "use device=cpu or install a CUDA build of torch")
+            index = name.partition(":")[2]
+            if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+                raise ConfigError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                                  "use device=cuda or an index below that")
+        return name
 
     def shutdown(self) -> None:
         """Stop every node this backend started."""

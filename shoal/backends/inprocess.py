@@ -6,9 +6,20 @@ Deterministic and free of start-up cost; async topologies run as a cooperative l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from shoal.backends.base import Backend, Future, NodeHandle, Ready
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The resources a node was spawned with."""
+
+    name: str
+    cls: type
+    num_cpus: float
+    num_gpus: float
 
 
 def _resolve(x: Any) -> Any:
@@ -37,8 +48,13 @@ class InProcessBackend(Backend):
 
     def __init__(self) -> None:
         self.nodes: list[Any] = []
+        self.placements: list[Placement] = []
 
-    def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0, **kwargs: Any) -> NodeHandle:
+    def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
+              concurrency: int = 1, **kwargs: Any) -> NodeHandle:
+        # Resources are not reserved in one process, but recorded: what a node asked for is
+        # what it would get on Ray.
+        self.placements.append(Placement(name or cls.__name__, cls, float(num_cpus), float(num_gpus)))
         node = cls(*args, **kwargs)
         self.nodes.append(node)
         return InProcessHandle(node)

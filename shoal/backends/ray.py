@@ -7,13 +7,15 @@ connects to an existing cluster using the cluster's token authentication.
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import ray
 
 from shoal.backends.base import Backend, Future, NodeHandle
-from shoal.errors import ShoalError
+from shoal.errors import ConfigError, ShoalError
 
 
 class RayFuture(Future):
@@ -56,38 +58,90 @@ def _auth_hint(address: str) -> str:
             "or run on the head node with --ray-address auto")
 
 
+def _with_object_store(cls: type[Any]) -> type[Any]:
+    """``cls`` whose instances first install Ray's object store as the process's :mod:`shoal.core.store`."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        from shoal.core import store
+
+        store.install(ray.put, ray.get, "ray")
+        cls.__init__(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__qualname__": cls.__qualname__,
+                                       "__module__": cls.__module__, "__doc__": cls.__doc__})
+
+
 class RayBackend(Backend):
     """Places each node in its own Ray actor process."""
 
     name = "ray"
+    concurrent = True
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, py_modules: Sequence[str] = ()) -> None:
         self.address = address
         self.owns_ray = False
         self.actors: list[Any] = []
+        # Local code the nodes import (e.g. a ``module:EnvId`` env's module): Ray uploads it and
+        # puts it on every worker's sys.path, on this machine or a cluster's. Ray takes uploads
+        # only when the job starts; with a Ray the caller started, each node's process gets the
+        # code's folder on PYTHONPATH instead (enough on this machine; on a cluster, pass
+        # runtime_env={"py_modules": [...]} to your own ray.init).
+        shipped = {"py_modules": list(py_modules)} if py_modules else {}
+        self.node_runtime_env: dict[str, Any] | None = None
         if ray.is_initialized():
+            if py_modules:
+                dirs = [str(Path(p).parent) for p in py_modules]
+                path = os.pathsep.join([*dirs, *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])
+                self.node_runtime_env = {"env_vars": {"PYTHONPATH": path}}
             return
         if address:
             try:
-                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=shipped or None)
             except ConnectionError as e:
                 if os.environ.get("RAY_AUTH_MODE") == "token":
                     raise ShoalError(f"could not connect to the Ray cluster at {address!r} ({e}); check the address printed by "
-                                     "`ray start --head`, and that RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH holds the cluster's token") from None
-                raise ShoalError(f"could not connect to the Ray cluster at {address!r} ({e}); check the address printed by `ray start --head`") from None
+                                     "`ray start --head`, and that RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH holds the cluster's "
+                                     "token") from None
+                raise ShoalError(f"could not connect to the Ray cluster at {address!r} ({e}); check the address printed by "
+                                 "`ray start --head`") from None
             except Exception as e:  # Ray raises several types for auth failures
                 text = f"{type(e).__name__}: {e}"
                 if "auth" in text.lower() or "token" in text.lower():
                     raise ShoalError(_auth_hint(address)) from None
                 raise ShoalError(f"could not connect to the Ray cluster at {address!r} ({text.splitlines()[0]})") from None
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="ERROR",
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR,
                      log_to_driver=False, object_store_memory=256 * 1024 * 1024,
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}, **shipped})
             self.owns_ray = True
 
-    def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0, **kwargs: Any) -> NodeHandle:
-        remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls)
+    def resolve_device(self, name: str) -> str:
+        """``auto`` is ``cuda`` when the cluster has a GPU (whatever this driver has); ``cuda`` needs one there.
+
+        A learner asking for a GPU the cluster lacks would wait unscheduled forever, so that is
+        an error here. ``cuda:N`` is refused: Ray chooses the GPU and shows the learner only
+        that one, as ``cuda``.
+        """
+        gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        if name == "auto":
+            return "cuda" if gpus >= 1 else "cpu"
+        if name.startswith("cuda"):
+            if name != "cuda":
+                raise ConfigError(f"device={name!r} names a GPU index, but on Ray the learner gets the GPU Ray assigns it; "
+                                  "use device=cuda")
+            if gpus < 1:
+                raise ConfigError("device='cuda' but the Ray cluster has no GPU (cluster resources show GPU=0); "
+                                  "use device=cpu or add a node with a GPU")
+        return name
+
+    def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
+              concurrency: int = 1, **kwargs: Any) -> NodeHandle:
+        options: dict[str, Any] = {}
+        if concurrency > 1:
+            options["max_concurrency"] = int(concurrency)  # a threaded actor: serves while a call blocks
+        if self.node_runtime_env:
+            options["runtime_env"] = self.node_runtime_env
+        remote_cls: Any = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0, **options)(_with_object_store(cls))
         actor = remote_cls.remote(*(_unwrap(a) for a in args), **{k: _unwrap(v) for k, v in kwargs.items()})
         self.actors.append(actor)
         return RayHandle(actor)

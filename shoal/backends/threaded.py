@@ -44,11 +44,17 @@ def _resolve(x: Any) -> Any:
 
 
 class _NodeThread:
-    def __init__(self, name: str) -> None:
+    """The node's thread (or, with ``concurrency > 1``, threads) and its mailbox."""
+
+    def __init__(self, name: str, concurrency: int = 1) -> None:
+        self.name = name
         self.mailbox: queue.SimpleQueue = queue.SimpleQueue()
         self.node: Any = None
-        self.thread = threading.Thread(target=self._loop, name=f"shoal-node-{name}", daemon=True)
-        self.thread.start()
+        self.stopped = False
+        self.threads = [threading.Thread(target=self._loop, name=f"shoal-node-{name}-{i}", daemon=True)
+                        for i in range(max(1, concurrency))]
+        for t in self.threads:
+            t.start()
 
     def _loop(self) -> None:
         while True:
@@ -65,8 +71,26 @@ class _NodeThread:
 
     def submit(self, fn: Any, args: tuple, kwargs: dict) -> ThreadFuture:
         fut: cf.Future = cf.Future()
-        self.mailbox.put((fut, fn, args, kwargs))
+        if self.stopped:
+            fut.set_exception(ShoalError(f"node {self.name!r} was stopped; start the program again"))
+        else:
+            self.mailbox.put((fut, fn, args, kwargs))
         return ThreadFuture(fut)
+
+    def stop(self, timeout: float) -> None:
+        """Fail the calls still waiting in the mailbox, let the running ones end (up to ``timeout`` s)."""
+        self.stopped = True
+        while True:
+            try:
+                job = self.mailbox.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                job[0].set_exception(ShoalError(f"node {self.name!r} stopped before running this call"))
+        for _ in self.threads:
+            self.mailbox.put(_STOP)
+        for t in self.threads:
+            t.join(timeout)
 
 
 class ThreadedHandle(NodeHandle):
@@ -102,20 +126,26 @@ class ThreadedBackend(Backend):
     """Places every node in this process, each on its own thread."""
 
     name = "threaded"
+    concurrent = True
 
     def __init__(self, call_timeout: float | None = 600.0) -> None:
         self.workers: list[_NodeThread] = []
         self.call_timeout = call_timeout
 
     def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
-              **kwargs: Any) -> NodeHandle:
-        worker = _NodeThread(name or cls.__name__)
+              concurrency: int = 1, **kwargs: Any) -> NodeHandle:
+        """``concurrency > 1``: that many threads take the node's calls (the node must be thread safe,
+        as a queue or a parameter server is: a blocked call must not stop the others)."""
+        worker = _NodeThread(name or cls.__name__, concurrency)
 
         def build(*a: Any, **k: Any) -> None:
             worker.node = cls(*a, **k)
 
-        built = worker.submit(build, args, kwargs)
-        built.result(self.call_timeout)  # construction errors surface here, as on Ray's first call
+        try:
+            worker.submit(build, args, kwargs).result(self.call_timeout)  # construction errors surface here
+        except BaseException:
+            worker.stop(timeout=1.0)
+            raise
         self.workers.append(worker)
         return ThreadedHandle(worker, name or cls.__name__)
 
@@ -146,11 +176,11 @@ class ThreadedBackend(Backend):
         return [f for f in futures if is_ready(f)], [f for f in futures if not is_ready(f)]
 
     def shutdown(self) -> None:
+        """Stop every node's threads (failing calls not yet started), then close the nodes."""
+        for w in self.workers:
+            w.stop(timeout=10.0)
         for w in self.workers:
             close = getattr(w.node, "close", None)
             if callable(close):
-                w.submit(close, (), {})
-            w.mailbox.put(_STOP)
-        for w in self.workers:
-            w.thread.join(timeout=10.0)
+                close()
         self.workers.clear()

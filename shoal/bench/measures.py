@@ -55,8 +55,8 @@ def sampler_rate(env_id: str, num_envs: int, algo: str = "ppo", backend: str = "
     from shoal.agents import registry
     from shoal.backends import make_backend
     from shoal.config import build, to_dict
-    from shoal.envs import env_spec
     from shoal.core.seeding import derive_seed
+    from shoal.envs import env_spec
     from shoal.topologies.nodes import ActorNode, NodeContext
 
     spec = registry.get(algo)

@@ -65,3 +65,67 @@ def sb3_ppo_cartpole(seed: int) -> dict[str, Any]:
 
         raise ShoalError("--vs-sb3 needs Stable-Baselines3; install it with: pip install 'shoal[bench]'") from None
     return timed_python(SB3_PPO_CARTPOLE.format(seed=seed))
+
+
+def _require_sb3() -> None:
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        from shoal.errors import ShoalError
+
+        raise ShoalError("this benchmark needs Stable-Baselines3; install it with: pip install 'shoal[bench]'") from None
+
+
+#: rl-zoo's DQN hyperparameters for CartPole-v1 (hyperparams/dqn.yml; n_timesteps 5e4 there).
+RL_ZOO_DQN_CARTPOLE: dict[str, Any] = {
+    "learning_rate": 2.3e-3, "batch_size": 64, "buffer_size": 100_000, "learning_starts": 1000, "gamma": 0.99,
+    "target_update_interval": 10, "train_freq": 256, "gradient_steps": 128, "exploration_fraction": 0.16,
+    "exploration_final_eps": 0.04, "policy_kwargs": {"net_arch": [256, 256]}}
+
+#: rl-zoo's SAC hyperparameters for Pendulum-v1 (hyperparams/sac.yml: n_timesteps 2e4, learning_rate 1e-3),
+#: spelled out with the SB3 defaults rl-zoo leaves in place.
+RL_ZOO_SAC_PENDULUM: dict[str, Any] = {
+    "learning_rate": 1e-3, "buffer_size": 1_000_000, "learning_starts": 100, "batch_size": 256, "tau": 0.005,
+    "gamma": 0.99, "train_freq": 1, "gradient_steps": 1, "ent_coef": "auto", "policy_kwargs": {"net_arch": [256, 256]}}
+
+
+def sb3_dqn_to_target(env_id: str, seed: int, budget: int, eval_every: int, eval_episodes: int,
+                      target: float) -> dict[str, Any]:
+    """SB3 DQN (rl-zoo CartPole settings) until an evaluation reaches ``target``, in this process.
+
+    Evaluation: ``EvalCallback`` every ``eval_every`` env steps, ``eval_episodes`` deterministic
+    episodes on as many env copies (one each, as shoal evaluates), stopped by
+    ``StopTrainingOnRewardThreshold``. ``train_s`` (wall clock) and ``cpu_s`` (CPU time) run
+    from building the model to the stop, evaluations included.
+    """
+    _require_sb3()
+    import time
+
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
+    from stable_baselines3.common.env_util import make_vec_env
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    model = DQN("MlpPolicy", env_id, seed=seed, device="cpu", verbose=0, **RL_ZOO_DQN_CARTPOLE)
+    eval_env = make_vec_env(env_id, n_envs=eval_episodes, seed=seed + 10_000)
+    stop = StopTrainingOnRewardThreshold(reward_threshold=target, verbose=0)
+    cb = EvalCallback(eval_env, callback_on_new_best=stop, eval_freq=eval_every, n_eval_episodes=eval_episodes,
+                      deterministic=True, verbose=0)
+    model.learn(total_timesteps=budget, callback=cb)
+    train_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    return {"train_s": train_s, "cpu_s": cpu_s, "steps": int(model.num_timesteps), "eval_mean": float(cb.last_mean_reward),
+            "evaluations": int(model.num_timesteps) // eval_every, "solved": bool(cb.best_mean_reward >= target)}
+
+
+def sb3_sac(env_id: str, seed: int, steps: int) -> tuple[Any, float, float]:
+    """SB3 SAC with rl-zoo's Pendulum settings trained for ``steps``, in this process: ``(model, wall s, cpu s)``."""
+    _require_sb3()
+    import time
+
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    model = SAC("MlpPolicy", gym.make(env_id), seed=seed, device="cpu", verbose=0, **RL_ZOO_SAC_PENDULUM)
+    model.learn(total_timesteps=steps)
+    return model, time.perf_counter() - t0, time.process_time() - c0

@@ -8,7 +8,8 @@ calls a builder.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from collections.abc import Mapping
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -41,20 +42,38 @@ class Actor(ABC):
     def observe(self, action: np.ndarray, step: StepResult) -> None:
         """Record the action taken and the step that followed."""
 
+    @abstractmethod
+    def load_variables(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
+        """Adopt the learner's parameters ``state_dict`` of ``version`` (a no-op when that version is held)."""
+
     def update(self, wait: bool = False) -> None:
-        """Pull fresh parameters from the variable source."""
+        """Pull fresh parameters from the variable source (the hook of actors that hold one; asynchronous topologies)."""
 
     def drain(self) -> Any:
         """Hand over the data collected since the last drain (a Rollout, items, ...)."""
         return None
 
+    def state(self) -> dict[str, Any]:
+        """Checkpointable actor state (generators, counters); not the parameters."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+
 
 class Learner(VariableSource):
     """Turns experience into new parameters."""
 
+    #: Updates applied so far: the version :meth:`get_variables` labels its parameters with.
+    version: int
+
     @abstractmethod
-    def step(self, data: Any = None) -> dict[str, float]:
-        """One update from ``data`` (on-policy) or from the learner's own tables (off-policy)."""
+    def step(self, data: Any = None) -> Mapping[str, float | torch.Tensor]:
+        """One update from ``data`` (on-policy) or from the learner's own tables (off-policy).
+
+        Returns metrics as numbers or 0-d tensors; callers convert them with ``float()``, so a
+        learner on an accelerator can leave them there and skip a synchronisation per step.
+        """
 
     @abstractmethod
     def state(self) -> dict[str, Any]:
@@ -63,6 +82,16 @@ class Learner(VariableSource):
     @abstractmethod
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state` returned."""
+
+
+class GradientLearner(Protocol):
+    """A learner whose update splits in two: gradients computed in one place, applied in another (A3C)."""
+
+    def compute_gradients(self, data: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The gradient of the loss on ``data`` as one flat CPU vector, not applied."""
+
+    def apply_gradients(self, grad: torch.Tensor, env_steps: int = 0) -> dict[str, float]:
+        """Apply a flat gradient computed elsewhere; one new version."""
 
 
 class Adder(ABC):
@@ -95,12 +124,42 @@ class Table(ABC):
     def sample(self, n: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Return ``(items, keys, probabilities)`` for ``n`` sampled items."""
 
+    def can_sample(self, n: int = 1) -> bool:
+        """Whether a sample of ``n`` items would be admitted now."""
+        return len(self) >= n
+
+    def sample_batches(self, num_batches: int, batch_size: int
+                       ) -> list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]]:
+        """``num_batches`` independent samples of ``batch_size`` items, as that many :meth:`sample` calls."""
+        return [self.sample(batch_size) for _ in range(num_batches)]
+
     def update_priorities(self, keys: np.ndarray, priorities: np.ndarray) -> None:
         """Set new priorities for the given keys (prioritized selectors)."""
+
+    def state(self) -> dict[str, Any]:
+        """Everything stored, for checkpoints (a builder's ``checkpoint_replay``); not every table can be saved."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved in a checkpoint")
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be restored from a checkpoint")
 
     @abstractmethod
     def __len__(self) -> int:
         """Number of items currently stored."""
+
+
+class RewardScaler(Protocol):
+    """Scales a batch of rewards on the actor side (e.g. by the running std of the return)."""
+
+    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """Scaled rewards of one vector step; ``done`` marks copies whose episode ended."""
+
+    def state(self) -> dict[str, Any]:
+        """Checkpointable statistics."""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
 
 
 class Builder(ABC):
@@ -133,6 +192,31 @@ class Builder(ABC):
         """Batches a remote (Ape-X) learner samples per replay call (``config.batches_per_call``)."""
         return int(getattr(self.config, "batches_per_call", 1))
 
+    @property
+    def replay_batch_size(self) -> int:
+        """Items in each batch the learner samples from its replay table (0: it samples no replay)."""
+        return 0
+
+    @property
+    def checkpoint_replay(self) -> bool:
+        """Whether checkpoints hold the replay tables, so that a resumed run continues with its data."""
+        return False
+
+    @property
+    def rollout_actor_critic(self) -> bool:
+        """Whether actors record rollouts with behaviour log-probs for an actor-critic learner
+        (what the impala, seed, ga3c and a3c topologies carry)."""
+        return False
+
+    @property
+    def gradients_as_values(self) -> bool:
+        """Whether the learner can compute a gradient without applying it and apply one computed elsewhere."""
+        return False
+
+    def make_reward_normalizer(self, num_envs: int) -> RewardScaler | None:
+        """What an actor of ``num_envs`` copies scales env rewards with before its adder sees them (None: nothing)."""
+        return None
+
     def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
         """Learner steps to run now, given the env steps so far and the learner steps done.
 
@@ -155,10 +239,7 @@ class Builder(ABC):
 
     @abstractmethod
     def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1, seed: int = 0) -> Actor:
-        """An actor stepping ``num_envs`` copies; ``actor_id`` lets actors differ (e.g. epsilon).
-
-        The actor must implement ``load_variables(version, state_dict)`` to adopt new parameters.
-        """
+        """An actor stepping ``num_envs`` copies; ``actor_id`` lets actors differ (e.g. epsilon)."""
 
     @abstractmethod
     def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> Learner:

@@ -135,6 +135,46 @@ class Rollout:
             out.final_obs = np.concatenate([r.final_obs for r in rollouts])
         return out
 
+    def to_item(self) -> dict[str, np.ndarray]:
+        """This rollout (sent with ``values_in_learner``) as one fixed-shape item for a table.
+
+        Item arrays have a leading axis of 1. A copy is truncated at most once in an unroll
+        shorter than the env's time limit, so the truncated steps' final observations fit one
+        row per copy: ``final_obs_row [B, *obs]`` and ``final_step [B]`` (-1 where none), which
+        keeps every item of a run the same shape without storing ``T`` observations twice.
+        """
+        if self.values is not None or self.last_obs is None:
+            raise ValueError("to_item needs a rollout whose values the learner computes (values_in_learner)")
+        T, B = self.rewards.shape[:2]
+        if len(self.final_b) != len(np.unique(self.final_b)):
+            from shoal.errors import ConfigError
+
+            raise ConfigError(f"an env copy was truncated twice within one {T}-step unroll; make rollout_length "
+                              "shorter than the env's time limit")
+        rows = np.zeros((B, *self.obs.shape[2:]), self.obs.dtype)
+        step = np.full(B, -1, np.int64)
+        rows[self.final_b] = self.final_obs
+        step[self.final_b] = self.final_t
+        fields = {n: getattr(self, n) for n in ("obs", "actions", "log_probs", "rewards", "terminated", "truncated")}
+        fields.update({f"extra.{k}": v for k, v in self.extras.items()})
+        fields.update(last_obs=self.last_obs, final_obs_row=rows, final_step=step,
+                      policy_version=np.asarray(self.policy_version, np.int64))
+        return {k: np.asarray(v)[None] for k, v in fields.items()}
+
+    @staticmethod
+    def from_items(items: dict[str, np.ndarray]) -> list["Rollout"]:
+        """The rollouts of a batch of items made by :meth:`to_item` (leading axis = item)."""
+        out = []
+        for i in range(len(items["rewards"])):
+            b = np.flatnonzero(items["final_step"][i] >= 0)
+            out.append(Rollout(items["obs"][i], items["actions"][i], items["log_probs"][i], None, items["rewards"][i],
+                               items["terminated"][i], items["truncated"][i], None, None,
+                               {k[6:]: v[i] for k, v in items.items() if k.startswith("extra.")},
+                               policy_version=int(items["policy_version"][i]), last_obs=items["last_obs"][i],
+                               final_obs=items["final_obs_row"][i][b], final_t=items["final_step"][i][b].astype(np.int64),
+                               final_b=b.astype(np.int64)))
+        return out
+
 
 @dataclass
 class ActorReport:

@@ -126,8 +126,7 @@ class FrameStackStorage(Storage):
         pos = np.full(len(reps), -1, dtype=np.int64)
         for i in np.flatnonzero(clean):
             h = int(fp[reps[i]])
-            p = self._recent.get(h, self._older.get(h, -1))
-            pos[i] = p
+            pos[i] = self._recent.get(h, self._older.get(h, -1))
         hit = np.flatnonzero(pos >= 0)
         if len(hit):
             p = pos[hit]

@@ -56,7 +56,9 @@ class _Heap(Selector):
 
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         assert self.index is not None
-        slot_key, taken, top = self.index.slot_key, set(), []
+        slot_key = self.index.slot_key
+        taken: set[int] = set()
+        top: list[tuple[float, int, int]] = []
         while len(top) < n and self.heap:
             entry = heapq.heappop(self.heap)
             p, k, s = entry

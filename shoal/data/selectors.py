@@ -50,6 +50,15 @@ class Selector(ABC):
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``(slots, probabilities)`` of ``n`` items; the table ensures enough items are stored."""
 
+    def sample_batches(self, num_batches: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(slots, probabilities)``, each ``[num_batches, batch_size]``: independent samples of ``batch_size``.
+
+        Row ``b`` is drawn as one :meth:`sample` call would draw it (the default makes those
+        calls; selectors override it with one vectorised draw of the same distribution).
+        """
+        draws = [self.sample(batch_size) for _ in range(num_batches)]
+        return np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
+
     def state(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}
 
@@ -92,6 +101,11 @@ class Uniform(Selector):
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         pick = self.rng.integers(0, self.count, n)
         return self.dense[pick], np.full(n, 1.0 / self.count)
+
+    def sample_batches(self, num_batches: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        # Draws with replacement are independent, so one draw of all items splits into independent batches.
+        slots, probs = self.sample(num_batches * batch_size)
+        return slots.reshape(num_batches, batch_size), probs.reshape(num_batches, batch_size)
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "dense": self.dense[:self.count].copy()}
@@ -144,6 +158,11 @@ class Prioritized(Selector):
 
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         slots = self.tree.sample(n, self.rng)
+        return slots, self.tree.get(slots) / self.tree.total
+
+    def sample_batches(self, num_batches: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        # Each batch is its own stratified draw over the whole priority mass (not one stratum of a larger draw).
+        slots = self.tree.sample_batches(num_batches, batch_size, self.rng)
         return slots, self.tree.get(slots) / self.tree.total
 
     def state(self) -> dict[str, Any]:

@@ -74,11 +74,20 @@ class SumTree:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` leaves drawn in proportion to their weights, one per equal stratum of the total."""
+        return self.sample_batches(1, n, rng)[0]
+
+    def sample_batches(self, num_batches: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """``[num_batches, batch_size]`` leaves: each row is its own stratified draw over the whole total.
+
+        Row ``b`` takes one leaf from each of ``batch_size`` equal strata of the total mass, so
+        every batch covers all of the priority mass and batches are independent of each other
+        (one tree descent for all of them).
+        """
         total = self.total
         if not total > 0:
             raise ShoalError("cannot sample from a sum tree whose weights are all zero; insert items "
                              "with positive priority first")
-        mass = (np.arange(n) + rng.random(n)) * (total / n)
+        mass = (np.arange(batch_size) + rng.random((num_batches, batch_size))) * (total / batch_size)
         return self.find(np.minimum(mass, np.nextafter(total, 0)))
 
     def state(self) -> dict[str, Any]:

@@ -187,6 +187,38 @@ class ReplayTable(Table):
             self._cond.notify_all()
         return items, keys, probs
 
+    def sample_batches(self, num_batches: int, batch_size: int, timeout: Timeout = TABLE_TIMEOUT
+                       ) -> list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]]:
+        """Independent samples of ``batch_size`` items, as many :meth:`sample` calls would draw, in one call.
+
+        Each batch is its own draw over the whole table (a prioritized one stratifies every
+        batch over the whole priority mass), so batches are as independent as separate calls.
+        The call is admitted as one sample (waiting per ``timeout``); a table that removes
+        sampled items samples batch after batch and returns those admitted (at least one).
+        """
+        if num_batches < 1:
+            raise ShoalError(f"number of batches must be at least 1, got {num_batches}; pass a positive count")
+        with self._cond:
+            if self.max_times_sampled:  # removals between batches: draw them one after the other
+                out = [self.sample(batch_size, timeout)]
+                while len(out) < num_batches and self.can_sample(batch_size):
+                    out.append(self.sample(batch_size, timeout=0.0))
+                return out
+            if batch_size < 1:
+                raise ShoalError(f"sample size must be at least 1, got {batch_size}; pass a positive batch size")
+            if self.selector.distinct and batch_size > self.capacity:
+                raise ShoalError(f"{type(self.selector).__name__} returns distinct items, so a sample of {batch_size} "
+                                 f"can never come from table {self.name!r} of capacity {self.capacity}; sample fewer")
+            self._wait(lambda: self.can_sample(batch_size), timeout, f"sample {num_batches} x {batch_size} items")
+            slots, probs = self.selector.sample_batches(num_batches, batch_size)
+            flat = slots.reshape(-1)
+            keys = self.index.slot_key[flat].reshape(slots.shape)
+            items = self.storage.read(flat)
+            self.rate_limiter.record_sample(flat.size)
+            self._cond.notify_all()
+        cut = [slice(i * batch_size, (i + 1) * batch_size) for i in range(num_batches)]
+        return [({k: v[s] for k, v in items.items()}, keys[i], probs[i]) for i, s in enumerate(cut)]
+
     def try_sample(self, n: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray] | None:
         """Like :meth:`sample` but returns ``None`` at once when the rate limiter refuses."""
         try:

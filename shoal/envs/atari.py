@@ -5,12 +5,22 @@ The DeepMind chain, applied by :func:`wrap_atari` in this order:
 1. :class:`NoopReset`: a random number (1..30) of no-op actions after each reset;
 2. :class:`MaxAndSkip`: repeat each action 4 frames, sum the rewards, and return the
    pixel-wise max of the last two frames (Atari sprites flicker between frames);
-3. :class:`EpisodicLife`: a lost life ends the episode for the learner, while the game
+3. a time limit on the game (27k agent steps: 108k frames, 30 minutes of play);
+4. :class:`~shoal.envs.episode_stats.EpisodeStats`: records the real game's score (the
+   raw, unclipped rewards) and length, reported in ``info["episode"]`` when the game is over;
+5. :class:`EpisodicLife`: a lost life ends the episode for the learner, while the game
    itself only resets when it is really over;
-4. :class:`FireReset`: press FIRE after a reset in games that wait for it;
-5. :class:`WarpFrame`: 84x84 grey frames (luminance, area resampling);
-6. :class:`ClipReward`: rewards clipped to their sign;
-7. a stack of the last 4 frames, ``[4, 84, 84]`` uint8 (Gymnasium's ``FrameStackObservation``).
+6. :class:`FireReset`: press FIRE after a reset in games that wait for it (and, in the
+   full game of evaluation, :class:`FireOnLifeLoss` after each lost life);
+7. :class:`WarpFrame`: 84x84 grey frames (luminance, area resampling);
+8. :class:`ClipReward`: rewards clipped to their sign;
+9. a stack of the last 4 frames, ``[4, 84, 84]`` uint8 (Gymnasium's ``FrameStackObservation``).
+
+The learner sees clipped rewards and per-life episodes; what shoal reports (the
+``episode_return_mean`` of training, evaluation) is the game score of whole games, from
+step 4. Evaluation plays the full game unclipped (:meth:`AtariEnv.for_evaluation`).
+The score counts every reward from the first agent step of a game on: the no-ops of
+step 1 come before it (no ALE game scores during its first 30 frames).
 
 Use :func:`make_atari_env` (an ALE id such as ``ALE/Pong-v5``; needs ``pip install
 'shoal[atari]'``) or pass :class:`AtariEnv` as the env to ``shoal.train``:
@@ -20,13 +30,15 @@ themselves need only Gymnasium and numpy (OpenCV is used for resizing when insta
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from shoal.envs.episode_stats import EpisodeStats, carry_episode
 from shoal.errors import EnvError
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -66,7 +78,7 @@ class MaxAndSkip(gym.Wrapper):
             raise EnvError(f"frame skip must be >= 1, got {skip}")
         self.skip = int(skip)
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         total = 0.0
         last = prev = None
         terminated = truncated = False
@@ -77,14 +89,15 @@ class MaxAndSkip(gym.Wrapper):
             total += float(reward)
             if terminated or truncated:
                 break
-        frame = last if prev is None else np.maximum(prev, last)
+        frame = last if prev is None or last is None else np.maximum(prev, last)
         return frame, total, terminated, truncated, info
 
 
 class EpisodicLife(gym.Wrapper):
     """A lost life terminates the episode; the game resets only when it is really over.
 
-    After a life is lost, ``reset`` continues the same game with one no-op step.
+    After a life is lost, ``reset`` continues the same game with one no-op step; a reset
+    with a ``seed`` always starts a new game.
     """
 
     def __init__(self, env: gym.Env, noop_action: int = 0) -> None:
@@ -94,7 +107,7 @@ class EpisodicLife(gym.Wrapper):
         self.lives = 0
         self.game_over = True
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         self.game_over = bool(terminated or truncated)
         lives = self._lives_fn()
@@ -104,15 +117,48 @@ class EpisodicLife(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict]:
-        if self.game_over:
+        if self.game_over or kwargs.get("seed") is not None:
             obs, info = self.env.reset(**kwargs)
         else:
             obs, _, terminated, truncated, info = self.env.step(self.noop_action)
             if terminated or truncated:
-                obs, info = self.env.reset(**kwargs)
+                obs, reset_info = self.env.reset(**kwargs)
+                info = carry_episode(info, reset_info)
         self.game_over = False
         self.lives = self._lives_fn()
         return obs, info
+
+
+class FireOnLifeLoss(gym.Wrapper):
+    """The full game without :class:`EpisodicLife`: after a lost life, take the steps a life-loss reset takes in training.
+
+    Those are a no-op and, as :class:`FireReset` presses them, FIRE and action 2; their
+    rewards count in the step. A policy trained with life-loss resets never learned to
+    press FIRE to relaunch a game that waits for it, so without this it would stall.
+    """
+
+    def __init__(self, env: gym.Env, noop_action: int = 0) -> None:
+        super().__init__(env)
+        self._lives_fn = _lives_of(env)
+        self.noop_action = int(noop_action)
+        self.lives = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        obs, info = self.env.reset(**kwargs)
+        self.lives = self._lives_fn()
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = self._lives_fn()
+        if 0 < lives < self.lives and not (terminated or truncated):
+            for extra in (self.noop_action, 1, 2):
+                obs, r, terminated, truncated, info = self.env.step(extra)
+                reward = float(reward) + float(r)
+                if terminated or truncated:
+                    break
+        self.lives = self._lives_fn()
+        return obs, reward, terminated, truncated, info
 
 
 class FireReset(gym.Wrapper):
@@ -120,16 +166,17 @@ class FireReset(gym.Wrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        meanings = env.unwrapped.get_action_meanings()
+        meanings: list[str] = getattr(env.unwrapped, "get_action_meanings", lambda: [])()
         if len(meanings) < 3 or meanings[1] != "FIRE":
             raise EnvError(f"FireReset needs FIRE as action 1, but the actions are {meanings}")
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict]:
-        self.env.reset(**kwargs)
+        obs, info = self.env.reset(**kwargs)
         for action in (1, 2):
-            obs, _, terminated, truncated, info = self.env.step(action)
+            obs, _, terminated, truncated, step_info = self.env.step(action)
             if terminated or truncated:
-                obs, info = self.env.reset(**kwargs)
+                obs, reset_info = self.env.reset(**kwargs)
+                info = carry_episode(step_info, reset_info)
         return obs, info
 
 
@@ -164,10 +211,16 @@ class WarpFrame(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(0, 255, (self.size, self.size), np.uint8)
 
     def observation(self, obs: np.ndarray) -> np.ndarray:
+        cv2 = self._cv2
+        if cv2 is not None and obs.dtype == np.uint8 and (obs.ndim == 2 or obs.shape[2] == 3):
+            # uint8 all the way (OpenCV's fixed-point luma and area resampling): within one grey
+            # level of the float path below, at a fraction of its cost.
+            grey8 = cv2.cvtColor(obs, cv2.COLOR_RGB2GRAY) if obs.ndim == 3 else obs
+            return cv2.resize(grey8, (self.size, self.size), interpolation=cv2.INTER_AREA)
         f = obs.astype(np.float32)
         grey = f[..., 0] * _LUMA[0] + f[..., 1] * _LUMA[1] + f[..., 2] * _LUMA[2] if obs.ndim == 3 else f
-        if self._cv2 is not None:
-            out = self._cv2.resize(grey, (self.size, self.size), interpolation=self._cv2.INTER_AREA)
+        if cv2 is not None:
+            out = cv2.resize(grey, (self.size, self.size), interpolation=cv2.INTER_AREA)
         else:
             out = (self._rows @ torch.from_numpy(grey) @ self._cols).numpy()
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
@@ -176,28 +229,37 @@ class WarpFrame(gym.ObservationWrapper):
 class ClipReward(gym.RewardWrapper):
     """Rewards clipped to their sign: -1, 0 or +1."""
 
-    def reward(self, reward: float) -> float:
-        return float(np.sign(reward))
+    def reward(self, reward: SupportsFloat) -> float:
+        return float(np.sign(float(reward)))
 
 
 def wrap_atari(env: gym.Env, *, noop_max: int = 30, frame_skip: int = 4, episodic_life: bool = True,
                fire_reset: bool | None = None, size: int = 84, clip_rewards: bool = True,
-               frame_stack: int = 4) -> gym.Env:
+               frame_stack: int = 4, max_episode_steps: int | None = None, episode_stats: bool = True) -> gym.Env:
     """Apply the DeepMind chain to an env that emits single RGB frames every frame (no frame skip of its own).
 
     ``fire_reset=None`` presses FIRE only in games whose action 1 is FIRE. ``0`` for
     ``noop_max``, ``frame_skip <= 1`` or ``frame_stack <= 1`` leaves that step out.
+    ``max_episode_steps`` limits a whole game, in agent steps. ``episode_stats`` records
+    the game's raw score and length, reported in ``info["episode"]`` when the game ends.
     """
     if noop_max > 0:
         env = NoopReset(env, noop_max)
     if frame_skip > 1:
         env = MaxAndSkip(env, frame_skip)
+    if max_episode_steps:
+        # Under EpisodicLife, so the limit is on the game (not on a life) and ends it.
+        env = gym.wrappers.TimeLimit(env, max_episode_steps)
+    if episode_stats:
+        env = EpisodeStats(env)
     if episodic_life:
         env = EpisodicLife(env)
     if fire_reset is None:
         meanings = env.unwrapped.get_action_meanings() if hasattr(env.unwrapped, "get_action_meanings") else []
         fire_reset = len(meanings) >= 3 and meanings[1] == "FIRE"
     if fire_reset:
+        if not episodic_life:
+            env = FireOnLifeLoss(env)
         env = FireReset(env)
     env = WarpFrame(env, size)
     if clip_rewards:
@@ -213,7 +275,8 @@ def make_atari_env(env_id: str, *, repeat_action_probability: float | None = Non
 
     The ALE env is made with ``frameskip=1`` (skipping and max-pooling are the wrapper's);
     ``repeat_action_probability`` defaults to the id's own (0.25 sticky actions for v5 ids).
-    ``max_episode_steps`` counts agent steps (27k = 108k frames, the usual 30-minute cap).
+    ``max_episode_steps`` counts agent steps of a whole game (27k = 108k frames, the usual
+    30-minute cap).
     """
     try:
         import ale_py
@@ -227,8 +290,7 @@ def make_atari_env(env_id: str, *, repeat_action_probability: float | None = Non
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as e:
         raise EnvError(f"cannot make Atari env {env_id!r} ({e}); use an ALE id such as ALE/Pong-v5") from None
-    env = wrap_atari(env, **wrap_kwargs)
-    return gym.wrappers.TimeLimit(env, max_episode_steps) if max_episode_steps else env
+    return wrap_atari(env, max_episode_steps=max_episode_steps, **wrap_kwargs)
 
 
 @dataclass(frozen=True)
@@ -248,6 +310,10 @@ class AtariEnv:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "__name__", self.env_id)  # what run directories and metrics call it
+
+    def for_evaluation(self) -> "AtariEnv":
+        """The same game and preprocessing, played in full with its real rewards (no life loss ends, no clipping)."""
+        return dataclasses.replace(self, episodic_life=False, clip_rewards=False)
 
     def __call__(self) -> gym.Env:
         return make_atari_env(self.env_id, episodic_life=self.episodic_life, clip_rewards=self.clip_rewards,

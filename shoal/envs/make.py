@@ -11,33 +11,32 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from shoal.core.types import EnvSpec, StepResult
+from shoal.envs.episode_stats import EpisodeTracker
+from shoal.envs.ids import bare_env_id, import_env_module, split_env_id
+from shoal.envs.registration import register_envs
 from shoal.errors import EnvError
 
 EnvLike = str | Callable[[], gym.Env]
 VECTOR_MODES = ("auto", "sync", "async", "batched", "envpool")
 
 
-def _register_shoal_envs() -> None:
-    """Import shoal's own env packages so their Gymnasium ids exist (idempotent)."""
-    for mod in ("shoal.envs.batched", "shoal.envs.toy"):
-        try:
-            __import__(mod)
-        except ImportError:
-            pass
-
-
-def check_env_id(env_id: str) -> None:
-    """Raise a one-line :class:`EnvError` if ``env_id`` is not a registered Gymnasium id."""
-    _register_shoal_envs()
+def check_env_id(env_id: str) -> str:
+    """The registered id for ``env_id`` (``module:`` prefix imported and dropped), or a one-line :class:`EnvError`."""
+    register_envs()
+    module = split_env_id(env_id)[0]
+    env_id = import_env_module(env_id)
     if env_id in gym.registry:
-        return
+        return env_id
+    if module is not None:
+        raise EnvError(f"importing {module!r} did not register {env_id!r}; call gymnasium.register(id={env_id!r}, ...) "
+                       "in that module, or fix the id")
     if env_id.startswith("ALE/") or "NoFrameskip" in env_id:
         try:
             import ale_py  # noqa: F401  (registers the Atari ids)
 
             gym.register_envs(ale_py)
             if env_id in gym.registry:
-                return
+                return env_id
         except ImportError:
             raise EnvError(f"Atari env {env_id!r} needs ale-py; install it with: pip install 'shoal[atari]'") from None
     close = difflib.get_close_matches(env_id, list(gym.registry), n=1, cutoff=0.6)
@@ -59,7 +58,8 @@ def make_env(env: EnvLike, **kwargs: Any) -> gym.Env:
     """A single Gymnasium env from an id (any registered id, shoal's included) or a callable.
 
     ``ALE/...`` ids come with the DQN-paper Atari preprocessing (84x84 grey, frame
-    stack, frame skip with max-pool, noop and fire reset, episodic life, reward clipping).
+    stack, frame skip with max-pool, noop and fire reset, episodic life, reward clipping);
+    the episode returns shoal reports for them are still the raw scores of whole games.
     """
     env = _atari(env)
     if callable(env):
@@ -67,9 +67,8 @@ def make_env(env: EnvLike, **kwargs: Any) -> gym.Env:
         if not isinstance(made, gym.Env):
             raise EnvError(f"env factory returned {type(made).__name__}, not a gymnasium.Env; return gym.make(...) or an Env subclass")
         return made
-    check_env_id(env)
     try:
-        return gym.make(env, **kwargs)
+        return gym.make(check_env_id(env), **kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise EnvError(f"env {env!r} needs an extra dependency ({e}); e.g. pip install 'shoal[mujoco]'") from None
 
@@ -82,6 +81,7 @@ def env_id_of(env: EnvLike) -> str:
 def spec_from_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> EnvSpec:
     """Describe an env from its single-copy spaces."""
     num_obs_states = None
+    obs_shape: tuple[int, ...]
     if isinstance(obs_space, gym.spaces.Discrete):
         num_obs_states = int(obs_space.n)
         obs_shape, obs_dtype = (), np.dtype(np.int64)
@@ -112,6 +112,12 @@ class VecEnv:
 
     Wraps a Gymnasium ``VectorEnv``. Each step is checked: observations must have the
     declared shape and, like rewards, be finite; otherwise an :class:`EnvError` says which.
+
+    A step where episodes ended carries them in ``extras["episodes"]``
+    (:class:`~shoal.envs.episode_stats.EpisodeEnds`): the env's own return and length of
+    its real episode where it reports them (``info["episode"]``, e.g. from
+    :class:`~shoal.envs.episode_stats.EpisodeStats` under Atari's life loss and reward
+    clipping), otherwise the sum of the rewards returned since the copy's last end.
     """
 
     def __init__(self, env: gym.vector.VectorEnv, env_id: str, check: bool = True) -> None:
@@ -126,6 +132,7 @@ class VecEnv:
         self._discrete = isinstance(env.single_action_space, gym.spaces.Discrete)
         self._float_obs = np.dtype(self.spec.obs_dtype).kind == "f"
         self._obs: np.ndarray | None = None
+        self._episodes = EpisodeTracker(self.num_envs)
 
     @property
     def obs(self) -> np.ndarray:
@@ -136,14 +143,17 @@ class VecEnv:
     def _check_obs(self, obs: np.ndarray, what: str) -> np.ndarray:
         obs = np.asarray(obs)
         if obs.shape != self._obs_shape:
-            raise EnvError(f"env {self.env_id!r} returned {what} of shape {obs.shape}, expected {self._obs_shape}; fix the env's observation_space or its step()")
+            raise EnvError(f"env {self.env_id!r} returned {what} of shape {obs.shape}, expected {self._obs_shape}; "
+                           "fix the env's observation_space or its step()")
         if obs.dtype.kind == "f" and not np.isfinite(obs).all():
-            raise EnvError(f"env {self.env_id!r} returned a non-finite {what} (NaN or inf); check the env's dynamics or add a wrapper that clips it")
+            raise EnvError(f"env {self.env_id!r} returned a non-finite {what} (NaN or inf); "
+                           "check the env's dynamics or add a wrapper that clips it")
         return obs
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every copy; copy ``i`` is seeded with ``seed + i``."""
-        obs, _ = self.env.reset(seed=seed)
+        obs, info = self.env.reset(seed=seed)
+        self._episodes.reset(info)
         self._obs = self._check_obs(obs, "observation") if self.check else obs
         return self._obs
 
@@ -172,11 +182,16 @@ class VecEnv:
             # propagate; float32 values cannot overflow a float64 sum): cheaper than isfinite().all().
             if not math.isfinite(float(reward.sum()) + (float(obs.sum(dtype=np.float64)) if self._float_obs else 0.0)):
                 self._check_obs(obs, "observation")
-                raise EnvError(f"env {self.env_id!r} returned a non-finite reward {reward[~np.isfinite(reward)][0]}; check the env's reward function")
+                raise EnvError(f"env {self.env_id!r} returned a non-finite reward {reward[~np.isfinite(reward)][0]}; "
+                               "check the env's reward function")
             if done.any():
                 self._check_obs(final_obs, "final observation")
         self._obs = obs
-        return StepResult(obs, reward, terminated, truncated, final_obs)
+        result = StepResult(obs, reward, terminated, truncated, final_obs)
+        ended = self._episodes.step(reward, done, info)
+        if ended is not None:
+            result.extras["episodes"] = ended
+        return result
 
     def close(self) -> None:
         self.env.close()
@@ -200,6 +215,7 @@ def _batched_twin(env_id: str) -> str | None:
         from shoal.envs.batched import BATCHED_IDS
     except ImportError:
         return None
+    env_id = bare_env_id(env_id)
     if env_id in BATCHED_IDS:
         return BATCHED_IDS[env_id]
     return env_id if env_id in BATCHED_IDS.values() else None
@@ -221,7 +237,7 @@ def make_vec_env(env: EnvLike, num_envs: int, seed: int | None = None, mode: str
     env_id = env_id_of(env)
     kwargs = env_kwargs or {}
     if isinstance(env, str):
-        check_env_id(env)
+        env = check_env_id(env)
         if mode == "auto":
             # Classic-control ids have numpy-batched twins with Gymnasium's exact dynamics
             # (tested step for step): same env, one call for all copies.

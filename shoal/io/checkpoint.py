@@ -1,23 +1,32 @@
 """Checkpoints without pickle: tensors in safetensors, everything else in JSON, written atomically.
 
-A checkpoint named ``NAME`` is two files, ``NAME.safetensors`` and ``NAME.json``. The JSON
-is written last and records the SHA-256 of the tensor file, so a checkpoint is complete
-exactly when its JSON exists and the hash matches. Any nested structure of dicts (string
-keys), lists, tensors, numpy arrays and JSON scalars round-trips.
+A checkpoint named ``NAME`` is ``NAME.safetensors`` and ``NAME.json``, plus
+``NAME.detached.safetensors`` when its tree holds :class:`Detachable` subtrees (replay
+tables): those are large, so they get a file of their own that :func:`drop_detached`
+can delete from older checkpoints while the rest stays loadable. The JSON is written
+last and records the SHA-256 of every tensor file, so a checkpoint is complete exactly
+when its JSON exists and the hashes match. Any nested structure of dicts (string keys),
+lists, tensors, numpy arrays and JSON scalars round-trips.
+
+Files are hashed in chunks (no second copy in memory) and read once on load: each tensor
+file is read chunk by chunk into one buffer, hashed as it arrives, and its tensors are
+views of that buffer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from shoal.errors import CheckpointError
 
@@ -25,7 +34,20 @@ _TENSOR = "__tensor__"
 _NDARRAY = "__ndarray__"
 _TUPLE = "__tuple__"
 _INTKEYS = "__intkeys__"
-FORMAT_VERSION = 1
+_DETACHED = "__detached__"
+FORMAT_VERSION = 2  # 2: optional detached tensor file; version 1 files load unchanged
+_CHUNK = 16 << 20
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool, "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64}
+
+
+class Detachable(dict):
+    """A subtree saved in the checkpoint's detached tensor file, which older checkpoints may drop.
+
+    A checkpoint whose detached file was dropped loads without these entries (the dict key
+    is absent), so whatever restores them must treat them as optional.
+    """
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -49,82 +71,188 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _split(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """Replace tensors/arrays in ``tree`` by references, collecting them into ``tensors``."""
-    if isinstance(tree, torch.Tensor):
-        # Copies: safetensors refuses tensors that share memory (views, tied weights).
-        tensors[prefix] = tree.detach().to("cpu", copy=True).contiguous()
-        return {_TENSOR: prefix}
-    if isinstance(tree, np.ndarray):
-        tensors[prefix] = torch.from_numpy(np.array(tree, copy=True, order="C"))
-        return {_NDARRAY: prefix}
-    if isinstance(tree, dict):
-        if tree and all(isinstance(k, int) and not isinstance(k, bool) for k in tree):
-            return {_INTKEYS: {str(k): _split(v, f"{prefix}/{k}", tensors) for k, v in tree.items()}}
-        out = {}
-        for k, v in tree.items():
-            if not isinstance(k, str):
-                raise TypeError(f"checkpoint dict keys must be all strings or all ints, got {k!r}")
-            out[k] = _split(v, f"{prefix}/{k}" if prefix else k, tensors)
-        return out
-    if isinstance(tree, (list, tuple)):
-        items = [_split(v, f"{prefix}/{i}", tensors) for i, v in enumerate(tree)]
-        return {_TUPLE: items} if isinstance(tree, tuple) else items
-    if isinstance(tree, (np.integer,)):
-        return int(tree)
-    if isinstance(tree, (np.floating,)):
-        return float(tree)
-    if tree is None or isinstance(tree, (bool, int, float, str)):
-        return tree
-    raise TypeError(f"cannot checkpoint a value of type {type(tree).__name__} at {prefix!r}")
+class _Splitter:
+    """Replaces tensors/arrays in a tree by references, collecting them per tensor file."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.detached: dict[str, torch.Tensor] | None = None  # set once a Detachable is met
+        self._seen: set[int] = set()
+
+    def split(self, tree: Any, prefix: str, out: dict[str, torch.Tensor]) -> Any:
+        if isinstance(tree, Detachable) and out is self.tensors:
+            if self.detached is None:
+                self.detached = {}
+            return {_DETACHED: self.split(dict(tree), prefix, self.detached)}
+        if isinstance(tree, torch.Tensor):
+            # Copies: safetensors refuses tensors that share memory (views, tied weights).
+            out[prefix] = tree.detach().to("cpu", copy=True).contiguous()
+            return {_TENSOR: prefix}
+        if isinstance(tree, np.ndarray):
+            # An array owning its memory is saved in place (a replay table is large); views,
+            # read-only and repeated arrays are copied, since they may share memory.
+            f = tree.flags
+            own = f.c_contiguous and f.owndata and f.writeable and id(tree) not in self._seen
+            self._seen.add(id(tree))
+            out[prefix] = torch.from_numpy(tree if own else np.array(tree, copy=True, order="C"))
+            return {_NDARRAY: prefix}
+        if isinstance(tree, dict):
+            if tree and all(isinstance(k, int) and not isinstance(k, bool) for k in tree):
+                return {_INTKEYS: {str(k): self.split(v, f"{prefix}/{k}", out) for k, v in tree.items()}}
+            res = {}
+            for k, v in tree.items():
+                if not isinstance(k, str):
+                    raise TypeError(f"checkpoint dict keys must be all strings or all ints, got {k!r}")
+                res[k] = self.split(v, f"{prefix}/{k}" if prefix else k, out)
+            return res
+        if isinstance(tree, (list, tuple)):
+            items = [self.split(v, f"{prefix}/{i}", out) for i, v in enumerate(tree)]
+            return {_TUPLE: items} if isinstance(tree, tuple) else items
+        if isinstance(tree, (np.integer,)):
+            return int(tree)
+        if isinstance(tree, (np.floating,)):
+            return float(tree)
+        if tree is None or isinstance(tree, (bool, int, float, str)):
+            return tree
+        raise TypeError(f"cannot checkpoint a value of type {type(tree).__name__} at {prefix!r}")
 
 
-def _join(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+_DROPPED = object()
+
+
+def _join(tree: Any, tensors: dict[str, torch.Tensor], detached: dict[str, torch.Tensor] | None) -> Any:
     if isinstance(tree, dict):
+        if _DETACHED in tree and len(tree) == 1:
+            if tree[_DETACHED] is None or detached is None:
+                return _DROPPED
+            return Detachable(_join(tree[_DETACHED], detached, None))
         if _TENSOR in tree and len(tree) == 1:
             return tensors[tree[_TENSOR]]
         if _NDARRAY in tree and len(tree) == 1:
             return tensors[tree[_NDARRAY]].numpy()
         if _TUPLE in tree and len(tree) == 1:
-            return tuple(_join(v, tensors) for v in tree[_TUPLE])
+            return tuple(_join(v, tensors, detached) for v in tree[_TUPLE])
         if _INTKEYS in tree and len(tree) == 1:
-            return {int(k): _join(v, tensors) for k, v in tree[_INTKEYS].items()}
-        return {k: _join(v, tensors) for k, v in tree.items()}
+            return {int(k): _join(v, tensors, detached) for k, v in tree[_INTKEYS].items()}
+        out = {k: _join(v, tensors, detached) for k, v in tree.items()}
+        return {k: v for k, v in out.items() if v is not _DROPPED}
     if isinstance(tree, list):
-        return [_join(v, tensors) for v in tree]
+        return [None if v is _DROPPED else v for v in (_join(v, tensors, detached) for v in tree)]
     return tree
 
 
-def save_checkpoint(path_prefix: Path, tree: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
-    """Save ``tree`` as ``<prefix>.safetensors`` + ``<prefix>.json``; returns the JSON path."""
-    path_prefix = Path(path_prefix)
-    tensors: dict[str, torch.Tensor] = {}
-    structure = _split(tree, "", tensors)
-    weights_path = path_prefix.with_suffix(".safetensors")
-    json_path = path_prefix.with_suffix(".json")
-    path_prefix.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{weights_path.name}.", suffix=".tmp", dir=path_prefix.parent)
+def _detached_path(weights_path: Path) -> Path:
+    return weights_path.with_name(weights_path.name.replace(".safetensors", ".detached.safetensors"))
+
+
+def _sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    buf = bytearray(min(_CHUNK, max(1, path.stat().st_size)))
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write ``tensors`` to ``path`` atomically (temp file, fsync, rename); returns the file's SHA-256."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file(tensors, tmp)
+        digest = _sha256_file(Path(tmp))
         with open(tmp, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
             os.fsync(f.fileno())
-        os.replace(tmp, weights_path)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    doc = {"format": FORMAT_VERSION, "weights": weights_path.name, "sha256": digest,
+    return digest
+
+
+def save_checkpoint(path_prefix: Path, tree: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
+    """Save ``tree`` as ``<prefix>.safetensors`` (+ ``<prefix>.detached.safetensors``) + ``<prefix>.json``.
+
+    Returns the JSON path. :class:`Detachable` subtrees go to the detached file.
+    """
+    path_prefix = Path(path_prefix)
+    splitter = _Splitter()
+    structure = splitter.split(tree, "", splitter.tensors)
+    weights_path = path_prefix.with_suffix(".safetensors")
+    json_path = path_prefix.with_suffix(".json")
+    path_prefix.parent.mkdir(parents=True, exist_ok=True)
+    detached = None
+    if splitter.detached is not None:
+        dpath = _detached_path(weights_path)
+        detached = {"weights": dpath.name, "sha256": _write_tensors(dpath, splitter.detached),
+                    "bytes": dpath.stat().st_size}
+    digest = _write_tensors(weights_path, splitter.tensors)
+    doc = {"format": FORMAT_VERSION, "weights": weights_path.name, "sha256": digest, "detached": detached,
            "meta": meta or {}, "tree": structure}
     atomic_write_text(json_path, json.dumps(doc))
     return json_path
 
 
-def load_checkpoint(json_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load a checkpoint saved by :func:`save_checkpoint`; returns ``(tree, meta)``.
+def _read_tensors(path: Path, expected: str, json_path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file once: chunks into one buffer, hashed as they arrive; tensors view the buffer."""
+    fallback = "delete it to fall back to an earlier one"
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {json_path} refers to missing {path.name}; {fallback}")
+    size = path.stat().st_size
+    buf = np.empty(size, dtype=np.uint8)  # not zero-filled: every byte is read into it
+    view = buf.data  # a writable memoryview of the array's bytes
+    h = hashlib.sha256()
+    pos = 0
+    # Hash chunk i on a second thread while chunk i + 1 is read (both release the GIL).
+    with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(1) as pool:
+        hashing: Future[None] | None = None
+        while pos < size and (n := f.readinto(view[pos:pos + _CHUNK])):
+            if hashing is not None:
+                hashing.result()
+            hashing = pool.submit(h.update, view[pos:pos + n])
+            pos += n
+        if hashing is not None:
+            hashing.result()
+    if pos != size or h.hexdigest() != expected:
+        raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch); {fallback}")
+    try:
+        return _parse_safetensors(buf)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({e}); {fallback}") from None
 
-    Raises :class:`CheckpointError` naming the file if it is missing, truncated or corrupt.
-    """
+
+def _parse_safetensors(buf: np.ndarray) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file held in ``buf``, as views of it (no copy)."""
+    if len(buf) < 8:
+        raise ValueError("file shorter than its header")
+    n = int.from_bytes(buf[:8].tobytes(), "little")
+    start = 8 + n
+    if start > len(buf):
+        raise ValueError("header longer than the file")
+    header = json.loads(buf[8:start].tobytes())
+    out: dict[str, torch.Tensor] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ValueError(f"unsupported dtype {info['dtype']}")
+        shape = [int(d) for d in info["shape"]]
+        begin, end = (int(x) for x in info["data_offsets"])
+        count = math.prod(shape)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if end - begin != count * itemsize or begin < 0 or start + end > len(buf):
+            raise ValueError(f"tensor {name!r} lies outside the file")
+        if count == 0:
+            out[name] = torch.empty(shape, dtype=dtype)
+        else:
+            out[name] = torch.frombuffer(buf, dtype=dtype, count=count, offset=start + begin).reshape(shape)
+    return out
+
+
+def _read_doc(json_path: Path) -> tuple[Path, dict[str, Any]]:
     json_path = Path(json_path)
     if json_path.suffix != ".json":
         json_path = json_path.with_suffix(".json")
@@ -132,21 +260,77 @@ def load_checkpoint(json_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CheckpointError(f"checkpoint {json_path} does not exist; pass a run directory or checkpoint that exists")
     try:
         doc = json.loads(json_path.read_text())
-        weights_path = json_path.parent / doc["weights"]
-        expected = doc["sha256"]
-        structure = doc["tree"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {json_path} is corrupt ({e.__class__.__name__}); delete it to fall back to an earlier one") from None
-    if not weights_path.exists():
-        raise CheckpointError(f"checkpoint {json_path} refers to missing {weights_path.name}; delete it to fall back to an earlier one")
-    data = weights_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise CheckpointError(f"checkpoint {weights_path} is corrupt (checksum mismatch); delete it to fall back to an earlier one")
+        files = [doc] + ([doc["detached"]] if doc.get("detached") is not None else [])
+        complete = "tree" in doc and all(isinstance(f["weights"], str) and isinstance(f["sha256"], str) for f in files)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        complete, why = False, e.__class__.__name__
+    else:
+        why = "missing fields"
+    if not complete:
+        raise CheckpointError(f"checkpoint {json_path} is corrupt ({why}); delete it to fall back to an earlier one")
+    if int(doc.get("format", 1)) > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {json_path} has format {doc['format']}, newer than this shoal reads "
+                              f"({FORMAT_VERSION}); upgrade shoal to load it")
+    return json_path, doc
+
+
+def load_checkpoint(json_path: Path, detached: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load a checkpoint saved by :func:`save_checkpoint`; returns ``(tree, meta)``.
+
+    With ``detached=False``, or once :func:`drop_detached` removed it, the tree comes back
+    without its :class:`Detachable` entries. Raises :class:`CheckpointError` naming the
+    file if it is missing, truncated or corrupt.
+    """
+    json_path, doc = _read_doc(json_path)
+    tensors = _read_tensors(json_path.parent / doc["weights"], doc["sha256"], json_path)
+    extra = None
+    if detached and doc.get("detached") is not None:
+        extra = _read_tensors(json_path.parent / doc["detached"]["weights"], doc["detached"]["sha256"], json_path)
+    return _join(doc["tree"], tensors, extra), doc.get("meta", {})
+
+
+def detached_dropped(json_path: Path) -> bool:
+    """Whether the checkpoint was saved with :class:`Detachable` entries that were dropped since."""
+    return bool(_read_doc(json_path)[1].get("dropped", False))
+
+
+def _strip(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        if _DETACHED in tree and len(tree) == 1:
+            return {_DETACHED: None}
+        return {k: _strip(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_strip(v) for v in tree]
+    return tree
+
+
+def drop_detached(json_path: Path) -> None:
+    """Delete a checkpoint's detached tensor file; the checkpoint then loads without its Detachable entries.
+
+    The JSON is rewritten first, so it never refers to a missing file.
+    """
+    json_path, doc = _read_doc(json_path)
+    if doc.get("detached") is None:
+        return
+    path = json_path.parent / doc["detached"]["weights"]
+    doc.update(detached=None, dropped=True, tree=_strip(doc["tree"]))
+    atomic_write_text(json_path, json.dumps(doc))
+    path.unlink(missing_ok=True)
+
+
+def delete_checkpoint(json_path: Path) -> None:
+    """Delete a checkpoint: its JSON first (so it is never listed half-deleted), then its tensor files."""
+    json_path = Path(json_path)
     try:
-        tensors = load_file(str(weights_path))
-    except Exception as e:  # safetensors raises several types on bad headers
-        raise CheckpointError(f"checkpoint {weights_path} is unreadable ({e}); delete it to fall back to an earlier one") from None
-    return _join(structure, tensors), doc.get("meta", {})
+        doc = json.loads(json_path.read_text())
+        names = [doc.get("weights"), (doc.get("detached") or {}).get("weights")]
+    except (OSError, ValueError, TypeError, AttributeError):
+        names = []
+    weights = json_path.with_suffix(".safetensors")
+    names += [weights.name, _detached_path(weights).name]
+    json_path.unlink(missing_ok=True)
+    for name in {n for n in names if isinstance(n, str) and "/" not in n}:
+        (json_path.parent / name).unlink(missing_ok=True)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

@@ -34,7 +34,11 @@ class FlatLayout:
         names, dtypes, shapes, offsets = [], [], [], []
         pos = 0
         for name, t in tensors.items():
-            arr_dtype = np.dtype(str(t.dtype).removeprefix("torch."))
+            try:
+                arr_dtype = np.dtype(str(t.dtype).removeprefix("torch."))
+            except TypeError:
+                raise ValueError(f"tensor {name!r} has dtype {t.dtype}, which numpy has no type for; "
+                                 "snapshot it as float32") from None
             pos = -(-pos // _ALIGN) * _ALIGN
             names.append(name)
             dtypes.append(arr_dtype.str)

@@ -9,6 +9,7 @@ can use an explicit ``torch.Generator`` (per-actor reproducibility).
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,16 @@ def layer_init(layer: nn.Linear, gain: float) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, gain)
     nn.init.zeros_(layer.bias)
     return layer
+
+
+class PolicyDistribution(Protocol):
+    """What a policy head's ``dist`` offers (:class:`Categorical`, :class:`DiagGaussian`): functions of its parameters."""
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions drawn for each row of ``params``."""
+
+    def log_prob(self, params: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of ``actions`` under ``params``."""
 
 
 class Categorical:

@@ -42,6 +42,10 @@ class ObsNormalizer(nn.Module):
     observations it trains on, so actors and evaluation see exactly the learner's view.
     """
 
+    mean: torch.Tensor
+    var: torch.Tensor
+    count: torch.Tensor
+
     def __init__(self, shape: tuple[int, ...], enabled: bool, clip: float = 10.0, epsilon: float = 1e-8) -> None:
         super().__init__()
         self.enabled = enabled

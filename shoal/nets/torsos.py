@@ -8,17 +8,18 @@ from typing import Sequence
 import torch
 from torch import nn
 
+
 class _TanhViaSigmoid(torch.autograd.Function):
     """tanh(x) = 2 sigmoid(2x) - 1, with the tanh derivative 1 - y^2."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         y = torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (y,) = ctx.saved_tensors
         return grad * (1.0 - y * y)
 
@@ -49,21 +50,35 @@ def activation(name: str) -> type[nn.Module]:
         raise ValueError(f"unknown activation {name!r}; use one of {sorted(_ACTIVATIONS)}") from None
 
 
-class MLP(nn.Module):
-    """A fully connected torso; ``hidden=()`` makes it the identity on flattened input."""
+def mlp_layers(in_dim: int, hidden: Sequence[int], act: str = "tanh", out_dim: int | None = None,
+               init_gain: float | None = math.sqrt(2)) -> nn.Sequential:
+    """``Linear, act, ..., Linear, act`` over ``hidden``, then a plain ``Linear`` to ``out_dim`` when given.
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], act: str = "tanh", init_gain: float = math.sqrt(2)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        d = in_dim
-        for h in hidden:
-            lin = nn.Linear(d, h)
+    ``init_gain``: orthogonal hidden weights with this gain and zero biases (the PPO
+    convention); None keeps PyTorch's default ``Linear`` initialisation (what published
+    SAC/TD3 results use). The output layer always keeps the default initialisation.
+    """
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        lin = nn.Linear(d, h)
+        if init_gain is not None:
             nn.init.orthogonal_(lin.weight, init_gain)
             nn.init.zeros_(lin.bias)
-            layers += [lin, activation(act)()]
-            d = h
-        self.net = nn.Sequential(*layers)
-        self.out_dim = d
+        layers += [lin, activation(act)()]
+        d = h
+    if out_dim is not None:
+        layers.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*layers)
+
+
+class MLP(nn.Module):
+    """A fully connected torso (:func:`mlp_layers` without an output layer); ``hidden=()`` is the identity."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], act: str = "tanh", init_gain: float | None = math.sqrt(2)) -> None:
+        super().__init__()
+        self.net = mlp_layers(in_dim, hidden, act, init_gain=init_gain)
+        self.out_dim = hidden[-1] if hidden else in_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

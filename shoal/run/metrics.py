@@ -47,17 +47,11 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, resume: bool = False, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self.columns: list[str] | None = None
-        self.wall_offset = 0.0
         if resume and self.path.exists():
             with self.path.open(newline="") as f:
                 rows = list(csv.reader(f))
             if rows:
                 self.columns = rows[0]
-                if len(rows) > 1 and "wall_time_s" in self.columns:
-                    try:
-                        self.wall_offset = float(rows[-1][self.columns.index("wall_time_s")])
-                    except (ValueError, IndexError):
-                        pass
         self.file = self.path.open("a", newline="")
         self.writer: Any = None
         self.tb = _TensorBoardThread(Path(run_dir) / "tb") if tensorboard else None
@@ -73,14 +67,13 @@ class MetricsLogger:
             header, body = rows[0], rows[1:]
             i = header.index("env_steps")
             kept = [r for r in body if r and float(r[i]) <= env_steps]
-            from shoal.io.checkpoint import atomic_write_text
             import io
+
+            from shoal.io.checkpoint import atomic_write_text
 
             buf = io.StringIO()
             csv.writer(buf).writerows([header, *kept])
             atomic_write_text(self.path, buf.getvalue())
-            if kept and "wall_time_s" in header:
-                self.wall_offset = float(kept[-1][header.index("wall_time_s")])
         self.file = self.path.open("a", newline="")
 
     def _widen(self, new: list[str]) -> None:

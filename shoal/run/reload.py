@@ -9,11 +9,11 @@ import yaml
 
 from shoal.agents import registry
 from shoal.config import build
+from shoal.core.seeding import derive_seed
 from shoal.envs.make import env_spec
 from shoal.errors import CheckpointError
 from shoal.io.checkpoint import list_checkpoints, load_checkpoint
 from shoal.run.evaluate import evaluate, evaluation_env_id
-from shoal.core.seeding import derive_seed
 
 
 def load_policy(run_dir: Path) -> tuple[Any, dict[str, Any], int]:
@@ -25,7 +25,7 @@ def load_policy(run_dir: Path) -> tuple[Any, dict[str, Any], int]:
     ckpts = list_checkpoints(run_dir / "checkpoints")
     if not ckpts:
         raise CheckpointError(f"{run_dir} has no checkpoint; train it first (or resume it)")
-    tree, meta = load_checkpoint(ckpts[-1])
+    tree, meta = load_checkpoint(ckpts[-1], detached=False)  # the networks only: skip reading the replay
     spec = registry.get(cfg["algo"])
     agent_cfg = build(spec.config_cls(), cfg["agent"])
     builder = spec.builder_cls()(agent_cfg, env_spec(cfg["env"]), total_steps=cfg["run"]["steps"], seed=cfg["run"]["seed"])
@@ -33,7 +33,8 @@ def load_policy(run_dir: Path) -> tuple[Any, dict[str, Any], int]:
     try:
         net.load_state_dict(tree["program"]["learner"]["networks"])
     except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {ckpts[-1]} does not match the run's networks ({type(e).__name__}); was config.yaml edited?") from None
+        raise CheckpointError(f"checkpoint {ckpts[-1]} does not match the run's networks ({type(e).__name__}); "
+                              "was config.yaml edited?") from None
     return builder.make_policy(net, evaluation=True), cfg, int(meta.get("env_steps", 0))
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,16 +19,25 @@ from typing import Any
 import yaml
 
 from shoal.backends import make_backend
+from shoal.core.seeding import derive_seed
+from shoal.core.threads import set_threads
+from shoal.envs.ids import bare_env_id, env_module_source
 from shoal.envs.make import check_env_id, env_id_of, env_spec
-from shoal.errors import CheckpointError, ConfigError, ShoalError
-from shoal.io.checkpoint import atomic_write_text, list_checkpoints, load_checkpoint, save_checkpoint
+from shoal.errors import CheckpointError, ConfigError
+from shoal.io.checkpoint import (
+    atomic_write_text,
+    delete_checkpoint,
+    detached_dropped,
+    drop_detached,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from shoal.run.evaluate import evaluate, evaluation_env_id
 from shoal.run.metrics import MetricsLogger
 from shoal.run.progress import ProgressLine
 from shoal.run.resolve import ResolvedConfig, resolve
-from shoal.core.seeding import derive_seed
-from shoal.core.threads import set_threads
-from shoal.topologies import get_topology
+from shoal.topologies import get_topology, misfit
 from shoal.topologies.nodes import NodeContext
 
 
@@ -60,20 +70,26 @@ def _versions() -> dict[str, str]:
 
 def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{algo}_{env_id.replace('/', '-')}_s{seed}_{stamp}"
+    return Path("runs") / f"{algo}_{bare_env_id(env_id).replace('/', '-')}_s{seed}_{stamp}"
 
 
 def train(algo: str | None = None, env: Any = None, *, steps: int | None = None, seed: int | None = None,
           run_dir: str | Path | None = None, backend: str | None = None, num_actors: int | None = None,
-          config: str | Path | None = None, overrides: dict[str, Any] | None = None, resume: str | Path | None = None,
+          topology: str | None = None, config: str | Path | None = None, overrides: dict[str, Any] | None = None,
+          resume: str | Path | None = None,
           ray_address: str | None = None, quiet: bool = True, tensorboard: bool = True) -> Run:
     """Train ``algo`` on ``env`` and evaluate it; everything lands in a run directory.
 
     ``overrides`` are ``key: value`` pairs for run or algorithm settings. With
-    ``resume=DIR`` the run in DIR continues from its last checkpoint.
+    ``resume=DIR`` the run in DIR continues from its last checkpoint, with its own settings
+    except those given again (``steps``, ``lr``, ...; the ones that shape the checkpointed
+    state, listed in :data:`shoal.run.resolve.FIXED_ON_RESUME`, are refused). ``env`` may be
+    a Gymnasium id, ``"module:EnvId"`` (the module is imported first, in every process) or a
+    callable. Unless ``quiet``, one line says which per-env defaults were applied.
     """
     overrides = dict(overrides or {})
-    cli_run = {"steps": steps, "seed": seed, "backend": backend, "num_actors": num_actors, "ray_address": ray_address}
+    cli_run = {"steps": steps, "seed": seed, "backend": backend, "num_actors": num_actors, "ray_address": ray_address,
+               "topology": topology}
     base = None
     if resume is not None:
         rdir = Path(resume)
@@ -83,8 +99,13 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
         base = yaml.safe_load(cfg_path.read_text())
         if algo and algo != base["algo"]:
             raise ConfigError(f"--resume {rdir} holds a {base['algo']!r} run, not {algo!r}; drop the algorithm or pick another directory")
+        if env is not None and env_id_of(env) != base["env"]:
+            raise ConfigError(f"--resume {rdir} trains on {base['env']!r}, not {env_id_of(env)!r}; drop --env or pick another directory")
+        if not list_checkpoints(rdir / "checkpoints"):
+            raise CheckpointError(f"no checkpoint in {rdir / 'checkpoints'}; the run ended before its first checkpoint, "
+                                  "start it again without --resume")
         algo = base["algo"]
-        env = env or base["env"]
+        env = base["env"] if env is None else env  # a factory (Python API) is passed again; an id is read back
         run_dir = rdir
     if not algo:
         raise ConfigError("no algorithm given; e.g. shoal train ppo --env CartPole-v1")
@@ -96,12 +117,16 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
     resolved = resolve(algo, env, env_id, config, overrides, cli_run, base)
     run = resolved.run
     spec = env_spec(env)
+    if not quiet:
+        for note in resolved.notes:
+            print(note, flush=True)
 
     run_dir = Path(run_dir) if run_dir else default_run_dir(algo, env_id, run.seed)
     created = False
     if resume is None:
         if (run_dir / "config.yaml").exists():
-            raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; continue it with --resume {run_dir} or choose another --run-dir")
+            raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; "
+                              f"continue it with --resume {run_dir} or choose another --run-dir")
         created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False))
@@ -119,14 +144,30 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
 def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, resuming: bool,
            quiet: bool, tensorboard: bool) -> Run:
     run = resolved.run
-    ctx = NodeContext(resolved.algo, _plain(resolved.agent), resolved.env, spec, run.steps, run.seed,
-                      run.torch_threads, _device(run.device), run.vector)
     set_threads(run.torch_threads)
-    backend = make_backend(run.backend, run.ray_address or None, num_cpus=None if run.ray_address else max(2, run.num_actors + 1))
-    from shoal.agents import registry
-
-    topology = run.topology or registry.get(resolved.algo).topology
-    program = get_topology(topology)(ctx, run, backend)
+    # A ``module:EnvId`` env whose module is local code travels to Ray workers with them.
+    source = env_module_source(resolved.env) if isinstance(resolved.env, str) else None
+    # A private Ray instance gets logical CPUs for every node a topology places (actors, a learner, a
+    # predictor or parameter node; queue, replay and variable servers ask for none), not one per core.
+    backend = make_backend(run.backend, run.ray_address or None, num_cpus=None if run.ray_address else run.num_actors + 4,
+                           py_modules=[source] if source else [])
+    try:
+        # The backend resolves the device: on Ray, "auto" and "cuda" are about the cluster, not this driver.
+        device = backend.resolve_device(run.device)
+    except BaseException:
+        backend.shutdown()
+        raise
+    ctx = NodeContext(resolved.algo, _plain(resolved.agent), resolved.env, spec, run.steps, run.seed,
+                      run.torch_threads, device, run.vector)
+    topology = run.topology
+    try:
+        reason = misfit(topology, ctx.builder())
+        if reason:
+            raise ConfigError(f"{resolved.algo} does not fit the {topology} topology: {reason}")
+        program = get_topology(topology)(ctx, run, backend, resolved.topology)
+    except BaseException:
+        backend.shutdown()
+        raise
     eval_seed = derive_seed(run.seed, "eval")
     meta = {"versions": _versions(), "seed": run.seed, "eval_seed": eval_seed, "topology": topology,
             "env_seeds": getattr(program, "env_seeds", []), "actor_seeds": getattr(program, "actor_seeds", []),
@@ -137,9 +178,23 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     if resuming:
         ckpts = list_checkpoints(ckpt_dir)
         if not ckpts:
-            raise CheckpointError(f"no checkpoint in {ckpt_dir}; the run ended before its first checkpoint, start it again without --resume")
+            raise CheckpointError(f"no checkpoint in {ckpt_dir}; the run ended before its first checkpoint, "
+                                  "start it again without --resume")
         tree, _ = load_checkpoint(ckpts[-1])
-        program.load_state(tree["program"])
+        if detached_dropped(ckpts[-1]):
+            warnings.warn(f"checkpoint {ckpts[-1].name} holds no replay (only the newest checkpoint keeps it), so the "
+                          "run continues with empty replay tables that refill as the actors run", stacklevel=2)
+        try:
+            program.load_state(tree["program"])
+        except (KeyError, RuntimeError, ValueError, IndexError) as e:
+            # FIXED_ON_RESUME refuses the known culprits; this catches any other setting that reshaped the state.
+            program.close()
+            raise CheckpointError(f"checkpoint {ckpts[-1].name} does not fit the run's settings ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:200] if str(e) else 'mismatch'}); resume without changing "
+                                  "settings that shape the networks or buffers, or start a new run") from None
+        if resolved.to_yaml_dict() != yaml.safe_load((run_dir / "config.yaml").read_text()):
+            # The checkpoint fits: a resume that changed settings (more steps, another lr) records them.
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False))
         r = tree["runner"]
         env_steps, episodes, wall_offset = int(r["env_steps"]), int(r["episodes"]), float(r["wall_time_s"])
         recent.extend(r["recent_returns"])
@@ -153,7 +208,7 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     log_every = run.log_every or max(1, run.steps // 200)
     next_log = env_steps
     metric_sums: dict[str, float] = {}
-    metric_count = 0
+    metric_counts: dict[str, int] = {}  # per key: a program may report a metric in some iterations only
     window_steps, window_start = 0, time.perf_counter()
     eval_env = run.eval_env or (evaluation_env_id(resolved.env_id) if isinstance(resolved.env, str) else resolved.env)
     bounds = None if spec.discrete else (spec.action_low, spec.action_high)
@@ -174,9 +229,11 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
                 "runner": {"env_steps": env_steps, "episodes": episodes, "wall_time_s": wall_offset + time.perf_counter() - start,
                            "recent_returns": list(recent), "recent_lengths": list(recent_len)}}
         save_checkpoint(ckpt_dir / f"ckpt-{step:012d}", tree, meta={"env_steps": step, "algo": resolved.algo, "env": resolved.env_id})
-        for old in list_checkpoints(ckpt_dir)[:-run.keep_checkpoints]:
-            old.with_suffix(".safetensors").unlink(missing_ok=True)
-            old.unlink(missing_ok=True)
+        ckpts = list_checkpoints(ckpt_dir)
+        for old in ckpts[:-run.keep_checkpoints]:
+            delete_checkpoint(old)
+        for old in ckpts[-run.keep_checkpoints:-1]:  # replay is large: only the newest checkpoint keeps it
+            drop_detached(old)
 
     try:
         with progress:
@@ -189,19 +246,19 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
                 recent_len.extend(rep.episode_lengths)
                 for k, v in rep.metrics.items():
                     metric_sums[k] = metric_sums.get(k, 0.0) + v
-                metric_count += bool(rep.metrics)
+                    metric_counts[k] = metric_counts.get(k, 0) + 1
                 if env_steps >= next_log or env_steps >= run.steps:
                     now = time.perf_counter()
                     row = {"env_steps": env_steps, "wall_time_s": round(wall_offset + now - start, 4),
                            "episode_return_mean": sum(recent) / len(recent) if recent else float("nan"),
                            "episode_length_mean": sum(recent_len) / len(recent_len) if recent_len else float("nan"),
                            "episodes": episodes, "sps": window_steps / max(now - window_start, 1e-9),
-                           **{k: v / max(metric_count, 1) for k, v in metric_sums.items()}}
+                           **{k: v / metric_counts[k] for k, v in metric_sums.items()}}
                     logger.log(row)
                     history.append(row)
                     progress.update(env_steps, row)
                     next_log = (env_steps // log_every + 1) * log_every
-                    metric_sums, metric_count = {}, 0
+                    metric_sums, metric_counts = {}, {}
                     window_steps, window_start = 0, now
                 if next_eval is not None and env_steps >= next_eval:
                     next_eval = (env_steps // run.eval_every + 1) * run.eval_every
@@ -231,16 +288,3 @@ def _plain(cfg: Any) -> dict[str, Any]:
     from shoal.config import to_dict
 
     return to_dict(cfg)
-
-
-def _device(name: str) -> str:
-    if name == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ShoalError(f"device={name!r} but this torch build sees no CUDA device; use device=cpu or install a CUDA build of torch")
-    return name

@@ -97,7 +97,8 @@ class InferenceServer:
                     self._cond.wait(deadline - now)
                 else:
                     self._cond.wait()
-            taken, count = [], 0
+            taken: list[tuple[int, np.ndarray, Future, float]] = []
+            count = 0
             while self._pending and (not taken or count + len(self._pending[0][1]) <= self.max_batch):
                 req = self._pending.pop(0)
                 taken.append(req)

@@ -4,10 +4,14 @@ Each item (e.g. one fixed-length unroll) is sampled exactly once, oldest first. 
 queue is full a producer either waits (``overflow="block"``, up to its timeout, then
 :class:`QueueFull`) so actors slow down instead of filling memory, or the oldest waiting
 item is dropped and counted (``overflow="drop_oldest"``), for producers that must never
-stall. Consumers wait up to their timeout for a batch.
+stall. Consumers wait up to their timeout for a batch. :meth:`TrajectoryQueue.close`
+releases every waiting producer and consumer, so a program can always stop.
 """
 
 from __future__ import annotations
+
+import time
+from typing import Literal
 
 import numpy as np
 
@@ -17,6 +21,7 @@ from shoal.data.table import ReplayTable
 from shoal.errors import ConfigError, ShoalError
 
 OVERFLOW_MODES = ("block", "drop_oldest")
+_SLICE = 0.1  # a waiting call looks at the closed flag this often (seconds)
 
 
 class QueueFull(ShoalError):
@@ -45,6 +50,7 @@ class TrajectoryQueue:
         self.table = ReplayTable(capacity, Fifo(), rate_limiter=limiter, max_times_sampled=1, timeout=timeout, name=name)
         self.num_put = 0
         self.num_got = 0
+        self.closed = False
 
     def __len__(self) -> int:
         return len(self.table)
@@ -58,27 +64,48 @@ class TrajectoryQueue:
         """Items dropped unread because the queue was full (``drop_oldest``)."""
         return self.table.num_evicted
 
-    def put(self, items: dict[str, np.ndarray], timeout: float | None | str = "default") -> None:
-        """Append a batch of items (leading axis = item)."""
-        wait = self.timeout if timeout == "default" else timeout
-        try:
-            self.table.insert(items, timeout=wait)
-        except RateLimited as e:
-            raise QueueFull(f"queue {self.table.name!r} stayed full ({self.capacity} items) for {wait} s; "
-                            "the consumer is slower than the producers: add learner capacity or use "
-                            "overflow=drop_oldest") from e
-        self.num_put += len(next(iter(items.values())))
+    def put(self, items: dict[str, np.ndarray], timeout: float | None | Literal["default"] = "default") -> bool:
+        """Append a batch of items (leading axis = item); False (nothing added) once the queue is closed.
 
-    def get(self, n: int, timeout: float | None | str = "default") -> dict[str, np.ndarray]:
-        """The ``n`` oldest items, waiting for them up to ``timeout`` seconds."""
+        ``timeout``: seconds to wait for room (None: as long as the queue is open), then :class:`QueueFull`.
+        """
+        wait = self.timeout if timeout == "default" else timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        while not self.closed:
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                self.table.insert(items, timeout=_SLICE if left is None else max(0.0, min(_SLICE, left)))
+            except RateLimited:
+                if left is not None and left <= 0:
+                    raise QueueFull(f"queue {self.table.name!r} stayed full ({self.capacity} items) for {wait} s; "
+                                    "the consumer is slower than the producers: add learner capacity or use "
+                                    "overflow=drop_oldest") from None
+                continue
+            self.num_put += len(next(iter(items.values())))
+            return True
+        return False
+
+    def get(self, n: int, timeout: float | None | Literal["default"] = "default") -> dict[str, np.ndarray] | None:
+        """The ``n`` oldest items, waiting up to ``timeout`` seconds (None: while open), then :class:`QueueEmpty`;
+        None once the queue is closed."""
         wait = self.timeout if timeout == "default" else timeout
         if n > self.capacity:
             raise ShoalError(f"cannot get {n} items from queue {self.table.name!r} of capacity {self.capacity}; "
                              "ask for fewer or raise the capacity")
-        try:
-            items, _, _ = self.table.sample(n, timeout=wait)  # FIFO is distinct: waits for n items
-        except RateLimited as e:
-            raise QueueEmpty(f"queue {self.table.name!r} held {len(self.table)} of {n} items after {wait} s; "
-                             "the producers are stalled or too few") from e
-        self.num_got += n
-        return items
+        deadline = None if wait is None else time.monotonic() + wait
+        while not self.closed:
+            left = None if deadline is None else deadline - time.monotonic()
+            try:  # FIFO is distinct: the sample waits for n items
+                items, _, _ = self.table.sample(n, timeout=_SLICE if left is None else max(0.0, min(_SLICE, left)))
+            except RateLimited:
+                if left is not None and left <= 0:
+                    raise QueueEmpty(f"queue {self.table.name!r} held {len(self.table)} of {n} items after {wait} s; "
+                                     "the producers are stalled or too few") from None
+                continue
+            self.num_got += n
+            return items
+        return None
+
+    def close(self) -> None:
+        """Stop the queue: waiting and later puts return False, gets None (within a fraction of a second)."""
+        self.closed = True

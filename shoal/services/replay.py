@@ -50,17 +50,17 @@ class ReplayNode:
         return len(self.table)
 
     def sample(self, num_batches: int, batch_size: int) -> list[SampledBatch]:
-        """Up to ``num_batches`` batches drawn in one table call (none while the table cannot sample yet)."""
+        """Up to ``num_batches`` batches in one table call (none while the table cannot sample yet).
+
+        Each batch is an independent draw over the whole table, as a separate ``sample`` call
+        would give, so each batch's importance weights are normalised over a representative batch.
+        """
         if num_batches < 1 or not self.table.can_sample(batch_size):
             return []
         size = len(self.table)
-        items, keys, probs = self.table.sample(num_batches * batch_size, timeout=0.0)
-        self.sampled += num_batches * batch_size
-        out = []
-        for i in range(num_batches):
-            s = slice(i * batch_size, (i + 1) * batch_size)
-            out.append(({k: v[s] for k, v in items.items()}, keys[s], probs[s], size))
-        return out
+        batches = self.table.sample_batches(num_batches, batch_size, timeout=0.0)
+        self.sampled += sum(len(keys) for _, keys, _ in batches)
+        return [(items, keys, probs, size) for items, keys, probs in batches]
 
     def update_priorities(self, update: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Apply ``(keys, priorities)``; keys of items already evicted are ignored."""

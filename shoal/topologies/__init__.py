@@ -55,16 +55,34 @@ class Program(ABC):
 
 
 TOPOLOGIES: dict[str, str] = {
-    "local": "shoal.topologies.local:make_program",
-    "apex": "shoal.topologies.apex:make_program",
+    "local": "shoal.topologies.local",
+    "apex": "shoal.topologies.apex",
+    "impala": "shoal.topologies.impala",
+    "seed": "shoal.topologies.seed",
+    "a3c": "shoal.topologies.a3c",
+    "ga3c": "shoal.topologies.ga3c",
 }
 
 
-def get_topology(name: str) -> Callable[..., Program]:
-    """The ``make_program`` function of topology ``name``."""
+def _module(name: str) -> Any:
     try:
         path = TOPOLOGIES[name]
     except KeyError:
         raise ConfigError(f"unknown topology {name!r}; use one of {sorted(TOPOLOGIES)}") from None
-    mod, _, fn = path.partition(":")
-    return getattr(importlib.import_module(mod), fn)
+    return importlib.import_module(path)
+
+
+def get_topology(name: str) -> Callable[..., Program]:
+    """The ``make_program(ctx, run, backend, settings=None)`` function of topology ``name``."""
+    return _module(name).make_program
+
+
+def topology_settings(name: str) -> type | None:
+    """The dataclass of topology ``name``'s own settings (None: it has none)."""
+    return getattr(_module(name), "Settings", None)
+
+
+def misfit(name: str, builder: Any) -> str | None:
+    """Why topology ``name`` cannot run the algorithm ``builder`` builds, or None when it fits."""
+    fits = getattr(_module(name), "misfit", None)
+    return None if fits is None else fits(builder)

@@ -32,9 +32,13 @@ from typing import Any
 import numpy as np
 
 from shoal.backends.base import Backend, Future
+from shoal.core.device import learner_gpus
+from shoal.core.memory import retain_freed_memory
 from shoal.core.seeding import derive_seed
-from shoal.settings import RunConfig
+from shoal.errors import ConfigError
+from shoal.io.checkpoint import Detachable
 from shoal.services.replay import BatchFeed, ReplayNode, SampledBatch
+from shoal.settings import RunConfig
 from shoal.topologies import IterationReport, Program
 from shoal.topologies.nodes import ActorNode, NodeContext
 
@@ -43,6 +47,8 @@ class ApexLearnerNode:
     """The learner, fed with batches from the replay node; serves versioned parameters."""
 
     def __init__(self, ctx: NodeContext) -> None:
+        if ctx.owns_process():
+            retain_freed_memory()  # a learner process of its own: keep freed activation blocks
         self.builder = ctx.builder()
         self.networks = self.builder.make_networks()
         name = next(iter(self.builder.make_tables()), "replay")
@@ -82,14 +88,17 @@ class ApexProgram(Program):
         self.backend = backend
         self.builder = ctx.builder()
         b = self.builder
-        self.pull_period = int(getattr(b, "actor_pull_period", b.steps_per_iteration))
-        self.batches_per_call = int(getattr(b, "batches_per_call", 16))
-        self.batch_size = int(getattr(b.config, "batch_size"))
-        self.checkpoint_replay = bool(getattr(b.config, "checkpoint_replay", False))
+        self.pull_period = b.actor_pull_period
+        self.batches_per_call = b.batches_per_call
+        self.batch_size = b.replay_batch_size
+        if self.batch_size < 1:
+            raise ConfigError(f"{ctx.algo} samples no replay batches (replay_batch_size={self.batch_size}), so it "
+                              "cannot run on the apex topology; use an off-policy algorithm such as apex_dqn")
+        self.checkpoint_replay = b.checkpoint_replay
         # The replay node does little arithmetic: it takes no CPU slot of its own, so
         # N actors + learner fit the N + 1 CPUs the runner asks Ray for.
         self.replay = backend.spawn(ReplayNode, ctx, name="replay", num_cpus=0)
-        self.learner = backend.spawn(ApexLearnerNode, ctx, name="learner")
+        self.learner = backend.spawn(ApexLearnerNode, ctx, name="learner", num_gpus=learner_gpus(ctx.device))
         n = run.num_actors
         self.env_seeds = [derive_seed(run.seed, "env", i) for i in range(n)]
         self.actor_seeds = [derive_seed(run.seed, "actor", i) for i in range(n)]
@@ -169,7 +178,7 @@ class ApexProgram(Program):
                # the learner node's count: on Ray it includes a learn call still in flight here
                "learner_steps": learner_state["learner_steps"]}
         if self.checkpoint_replay:
-            out["replay"] = self.backend.get(self.replay.call("state"))
+            out["replay"] = Detachable(self.backend.get(self.replay.call("state")))  # kept with the newest checkpoint only
         return out
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -185,6 +194,13 @@ class ApexProgram(Program):
         self.variables = self.learner.call("get_variables")
 
 
-def make_program(ctx: NodeContext, run: RunConfig, backend: Backend) -> ApexProgram:
+def make_program(ctx: NodeContext, run: RunConfig, backend: Backend, settings: Any = None) -> ApexProgram:
     """Build the Ape-X topology."""
     return ApexProgram(ctx, run, backend)
+
+
+def misfit(builder: Any) -> str | None:
+    """Why this topology cannot run ``builder``'s algorithm (None: it fits)."""
+    if builder.replay_batch_size <= 0:
+        return "its learner samples a central replay; use an off-policy algorithm (dqn, ddpg, td3, sac, apex_dqn, apex_ddpg)"
+    return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoal.backends.base import Backend
+from shoal.core.device import learner_gpus
 from shoal.core.seeding import derive_seed
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport, Program
@@ -24,7 +25,8 @@ class LocalProgram(Program):
         self.ctx = ctx
         self.backend = backend
         self.builder = ctx.builder()
-        self.learner = backend.spawn(LearnerNode, ctx, name="learner")
+        # The learner alone gets the GPU (actors act on the CPU); on Ray this is what makes one visible to it.
+        self.learner = backend.spawn(LearnerNode, ctx, name="learner", num_gpus=learner_gpus(ctx.device))
         self.env_seeds = [derive_seed(run.seed, "env", i) for i in range(run.num_actors)]
         self.actor_seeds = [derive_seed(run.seed, "actor", i) for i in range(run.num_actors)]
         self.actors = [
@@ -61,6 +63,6 @@ class LocalProgram(Program):
         self.env_steps = int(state["env_steps"])
 
 
-def make_program(ctx: NodeContext, run: RunConfig, backend: Backend) -> LocalProgram:
+def make_program(ctx: NodeContext, run: RunConfig, backend: Backend, settings: Any = None) -> LocalProgram:
     """Build the local topology."""
     return LocalProgram(ctx, run, backend)

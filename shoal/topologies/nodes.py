@@ -6,18 +6,22 @@ env id), so any backend can create them in any process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from shoal.agents import registry
 from shoal.config import build
 from shoal.core.interfaces import Builder
-from shoal.core.types import ActorReport, EnvSpec
-from shoal.core.seeding import derive_seed
+from shoal.core.memory import retain_freed_memory
+from shoal.core.seeding import seeded_global_rngs
 from shoal.core.threads import set_threads
+from shoal.core.types import ActorReport, EnvSpec
+from shoal.io.checkpoint import Detachable
 
 
 @dataclass(frozen=True)
@@ -34,15 +38,32 @@ class NodeContext:
     device: str = "cpu"
     vector: str = "auto"
 
+    driver_pid: int = field(default_factory=os.getpid)
+    """The process that made this context (the user's driver); nodes elsewhere own their process."""
+
     def builder(self) -> Builder:
+        """The algorithm's builder; its ``make_networks`` always returns the run's initial weights.
+
+        Network initialisation draws from the global generators, so ``make_networks`` runs
+        with them seeded from the run seed (every node, in this process or another, starts
+        from the same weights) and the caller's generator states restored afterwards.
+        """
         set_threads(self.torch_threads)
-        # Network initialisation draws from the global generator: seed it so every node
-        # (in this process or another) starts from the same weights.
-        torch.manual_seed(derive_seed(self.seed, "init"))
-        np.random.seed(derive_seed(self.seed, "numpy") % (2**32))
         spec = registry.get(self.algo)
         cfg = build(spec.config_cls(), self.agent_config)
-        return spec.builder_cls()(cfg, self.env_spec, total_steps=self.total_steps, seed=self.seed, device=self.device)
+        builder = spec.builder_cls()(cfg, self.env_spec, total_steps=self.total_steps, seed=self.seed, device=self.device)
+        make_networks = builder.make_networks
+
+        def seeded_make_networks() -> nn.Module:
+            with seeded_global_rngs(self.seed):
+                return make_networks()
+
+        builder.make_networks = seeded_make_networks
+        return builder
+
+    def owns_process(self) -> bool:
+        """True in a node process of its own (e.g. a Ray worker), False in the driver that made the context."""
+        return os.getpid() != self.driver_pid
 
 
 class ActorNode:
@@ -50,7 +71,6 @@ class ActorNode:
 
     def __init__(self, ctx: NodeContext, actor_id: int, num_actors: int, env_seed: int, actor_seed: int) -> None:
         from shoal.envs import make_vec_env
-        from shoal.nets.normalize import RewardNormalizer
 
         self.builder = ctx.builder()
         self.actor_id = actor_id
@@ -60,14 +80,15 @@ class ActorNode:
         self.actor.observe_first(self.env.obs)
         spec = ctx.env_spec
         self.low, self.high = (None, None) if spec.discrete else (spec.action_low, spec.action_high)
-        cfg = self.builder.config
-        self.reward_norm = RewardNormalizer(self.env.num_envs, cfg.gamma) if getattr(cfg, "normalize_reward", False) else None
-        self.ep_return = np.zeros(self.env.num_envs, np.float64)
-        self.ep_length = np.zeros(self.env.num_envs, np.int64)
+        self.reward_norm = self.builder.make_reward_normalizer(self.env.num_envs)
         self.resets = 0
 
     def run(self, num_steps: int, variables: tuple[int, dict] | None = None) -> tuple[ActorReport, Any]:
-        """Run ``num_steps`` vector steps (after adopting ``variables`` if given)."""
+        """Run ``num_steps`` vector steps (after adopting ``variables`` if given).
+
+        Episode returns are the env's own (``VecEnv``'s ``extras["episodes"]``): on Atari the
+        game score of whole games, while the learner sees clipped, per-life steps.
+        """
         if variables is not None:
             self.actor.load_variables(*variables)
         env, actor = self.env, self.actor
@@ -78,38 +99,31 @@ class ActorNode:
             action = actor.select_action(obs)
             env_action = action if self.low is None else np.clip(action, self.low, self.high)
             step = env.step(env_action)
-            self.ep_return += step.reward
-            self.ep_length += 1
-            done = step.done
-            if done.any():
-                idx = np.flatnonzero(done)
-                returns.extend(self.ep_return[idx].tolist())
-                lengths.extend(self.ep_length[idx].tolist())
-                self.ep_return[idx] = 0.0
-                self.ep_length[idx] = 0
+            ended = step.extras.get("episodes")
+            if ended is not None:
+                returns.extend(ended.returns.tolist())
+                lengths.extend(ended.lengths.tolist())
             if self.reward_norm is not None:
-                step.reward = self.reward_norm(step.reward, done)
+                step.reward = self.reward_norm(step.reward, step.done)
             actor.observe(action, step)
             obs = step.next_obs
         report = ActorReport(num_steps * env.num_envs, returns, lengths, actor_id=self.actor_id)
         return report, actor.drain()
 
     def state(self) -> dict[str, Any]:
-        s: dict[str, Any] = {"actor": self.actor.state() if hasattr(self.actor, "state") else {}}
+        s: dict[str, Any] = {"actor": self.actor.state()}
         if self.reward_norm is not None:
             s["reward_norm"] = self.reward_norm.state()
         return s
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore actor state; envs restart fresh episodes with a new derived seed."""
-        if hasattr(self.actor, "load_state") and state.get("actor"):
+        if state.get("actor"):
             self.actor.load_state(state["actor"])
         if self.reward_norm is not None and "reward_norm" in state:
             self.reward_norm.load_state(state["reward_norm"])
         self.resets += 1
         obs = self.env.reset(seed=self.env_seed + 7919 * self.resets)
-        self.ep_return[:] = 0.0
-        self.ep_length[:] = 0
         if hasattr(self.actor, "t"):
             self.actor.t = 0
         self.actor.observe_first(obs)
@@ -122,6 +136,8 @@ class LearnerNode:
     """Holds the learner and its tables; routes actor data into them and runs updates."""
 
     def __init__(self, ctx: NodeContext) -> None:
+        if ctx.owns_process():
+            retain_freed_memory()  # a learner process of its own: keep freed activation blocks (see there)
         self.builder = ctx.builder()
         self.networks = self.builder.make_networks()
         self.tables = self.builder.make_tables()
@@ -143,6 +159,8 @@ class LearnerNode:
         else:
             payload = [d for d in data if d is not None]
         due = self.builder.learner_steps_due(env_steps, self.learner_steps)
+        if self.tables and not next(iter(self.tables.values())).can_sample(max(1, self.builder.replay_batch_size)):
+            due = 0  # a replay restored empty (a resume without it) refills before the learner samples again
         totals: dict[str, Any] = {}
         for _ in range(due):
             m = self.learner.step(payload)
@@ -153,8 +171,9 @@ class LearnerNode:
 
     def state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"learner": self.learner.state(), "learner_steps": self.learner_steps}
-        if self.tables and getattr(self.builder.config, "checkpoint_replay", False):
-            s["tables"] = {k: t.state() for k, t in self.tables.items()}
+        if self.tables and self.builder.checkpoint_replay:
+            # Detachable: the runner keeps the replay only with the newest checkpoint.
+            s["tables"] = Detachable({k: t.state() for k, t in self.tables.items()})
         return s
 
     def load_state(self, state: dict[str, Any]) -> None:

@@ -8,11 +8,13 @@ deterministic actions. A random policy scores about -1200 on Pendulum; the issue
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 import shoal
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint
 
 
 def _train(algo: str, tmp_path: Path, seed: int, steps: int, **kwargs):
@@ -34,21 +36,25 @@ def _two_of_three(algo: str, tmp_path: Path, steps: int, threshold: float, **kwa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_sac_pendulum_20k_two_of_three_seeds(tmp_path: Path) -> None:
     _two_of_three("sac", tmp_path, 20_000, -200.0)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_td3_pendulum_30k_two_of_three_seeds(tmp_path: Path) -> None:
     _two_of_three("td3", tmp_path, 30_000, -200.0)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_ddpg_pendulum_30k_two_of_three_seeds(tmp_path: Path) -> None:
     _two_of_three("ddpg", tmp_path, 30_000, -200.0)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.ray
 def test_apex_ddpg_ray_two_actors_pendulum(tmp_path: Path) -> None:
     """Ape-X DPG on Ray: 2 actors with their own noise scales and priorities, one replay node, one learner."""
@@ -61,4 +67,11 @@ def test_apex_ddpg_runs_in_process(tmp_path: Path) -> None:
     """The Ape-X wiring on the in-process backend: a short run trains and evaluates."""
     run = _train("apex_ddpg", tmp_path, seed=0, steps=1500, num_actors=2,
                  overrides={"learning_starts": 500, "eval_episodes": 2})
-    assert run.env_steps >= 1500 and run.eval is not None
+    assert run.env_steps >= 1500 and run.eval["episodes"] == 2 and math.isfinite(run.eval["mean_return"])
+    tree, _ = load_checkpoint(list_checkpoints(run.run_dir / "checkpoints")[-1])
+    prog = tree["program"]
+    assert prog["learner_steps"] == prog["learner"]["steps"] > 0  # the learner trained on sampled replay
+    actors = [a["actor"] for a in prog["actors"]]
+    assert len(actors) == 2 and sum(a["steps"] for a in actors) == run.env_steps and all(a["steps"] > 0 for a in actors)
+    assert all(a["version"] > 0 for a in actors)  # both acted with parameters the learner sent them
+    assert prog["replay"]["inserted"] > 0 and prog["replay"]["sampled"] > 0

@@ -29,6 +29,7 @@ def test_dqn_learns_cartpole_quickly(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("flags", [{}, RAINBOW_LITE], ids=["defaults", "double+dueling+per+nstep"])
 def test_dqn_solves_cartpole_two_of_three_seeds(tmp_path: Path, flags: dict) -> None:
     returns = [_train(tmp_path, "CartPole-v1", seed, 100_000, **flags).eval["mean_return"] for seed in range(3)]
@@ -36,6 +37,7 @@ def test_dqn_solves_cartpole_two_of_three_seeds(tmp_path: Path, flags: dict) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_dqn_prioritized_solves_mountain_car(tmp_path: Path) -> None:
     run = _train(tmp_path, "MountainCar-v0", seed=0, steps=200_000, prioritized=True)
     assert run.eval["mean_return"] >= -140, run.eval

@@ -20,40 +20,42 @@ def test_ppo_cartpole_defaults_solve(tmp_path):
     assert _eval(tmp_path, "ppo", "CartPole-v1", 0) >= 475
 
 
-def test_ppo_kl_penalty_solves_cartpole(tmp_path):
-    """The adaptive-KL objective (otherwise the CartPole defaults) reaches 475 at 100k steps."""
-    assert _eval(tmp_path, "ppo", "CartPole-v1", 0, steps=100_000, overrides={"loss": "kl_penalty"}) >= 475
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
-def test_ppo_kl_penalty_more_seeds(tmp_path, seed):
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ppo_kl_penalty_solves_cartpole(tmp_path, seed):
+    """The adaptive-KL objective (otherwise the CartPole defaults) reaches 475 at 100k steps (minutes: slow)."""
     assert _eval(tmp_path, "ppo", "CartPole-v1", seed, steps=100_000, overrides={"loss": "kl_penalty"}) >= 475
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ppo_cartpole_100k(tmp_path, seed):
     assert _eval(tmp_path, "ppo", "CartPole-v1", seed, steps=100_000) >= 475
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.ray
 def test_ppo_cartpole_ray_two_actors(tmp_path):
     assert _eval(tmp_path, "ppo", "CartPole-v1", 0, steps=100_000, backend="ray", num_actors=2) >= 475
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a2c_cartpole_200k(tmp_path):
     assert _eval(tmp_path, "a2c", "CartPole-v1", 0, steps=200_000) >= 400
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_ppo_gaussian_pendulum_200k(tmp_path):
     assert _eval(tmp_path, "ppo", "Pendulum-v1", 0, steps=200_000) >= -300
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_ppo_with_torch_compile_trains(tmp_path):
     """The compile option runs end to end (compiling costs seconds, so it is off by default)."""
     assert _eval(tmp_path, "ppo", "CartPole-v1", 0, steps=30_000, overrides={"compile": True}) >= 150

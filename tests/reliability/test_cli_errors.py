@@ -18,10 +18,14 @@ def shoal(*args, cwd):
     (["train", "ppo", "--env", "CartPole-v1", "learning_rate=0.1"], "unknown config key 'learning_rate'"),
     (["train", "ppo", "--env", "CartPole-v1", "--config", "missing.yaml"], "cannot read config file 'missing.yaml'"),
     (["train", "--resume", "nowhere"], "cannot resume 'nowhere'"),
+    (["train", "ppo", "--env", "no_such_pkg_xyz:Foo-v0"], "names module 'no_such_pkg_xyz', which cannot be imported"),
     (["eval", "nowhere"], "has no config.yaml"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, needle):
-    p = shoal(*args, "--run-dir", str(tmp_path / "run"), cwd=tmp_path) if args[0] == "train" and "--resume" not in args else shoal(*args, cwd=tmp_path)
+    if args[0] == "train" and "--resume" not in args:
+        p = shoal(*args, "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    else:
+        p = shoal(*args, cwd=tmp_path)
     assert p.returncode == 2, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], p.stderr

@@ -6,11 +6,12 @@ import torch
 
 import shoal
 from shoal.agents.dqn.config import ApexDQNConfig
-from shoal.agents.dqn.loss import apex_epsilon
 from shoal.backends.inprocess import InProcessBackend
 from shoal.config import to_dict
+from shoal.core.schedules import per_actor_exponent
 from shoal.envs import env_spec
-from shoal.io.checkpoint import list_checkpoints, load_checkpoint
+from shoal.errors import ConfigError
+from shoal.io.checkpoint import Detachable, list_checkpoints, load_checkpoint
 from shoal.settings import RunConfig
 from shoal.topologies.apex import ApexProgram
 from shoal.topologies.nodes import NodeContext
@@ -36,7 +37,7 @@ def test_actors_explore_at_the_apex_epsilons():
     p = _program(num_actors=4)
     eps = [a.node.actor.epsilon for a in p.actors]
     assert eps == pytest.approx([0.4 ** (1 + 7 * i / 3) for i in range(4)])
-    assert eps == pytest.approx([apex_epsilon(i, 4) for i in range(4)])
+    assert eps == pytest.approx([per_actor_exponent(0.4, i, 4, 7.0) for i in range(4)])
     p.close()
 
 
@@ -123,9 +124,36 @@ def test_apex_runs_on_ray(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.ray
 def test_apex_on_ray_solves_cartpole(tmp_path):
     r = shoal.train("apex_dqn", "CartPole-v1", steps=100_000, seed=0, num_actors=4, backend="ray",
                     run_dir=tmp_path / "run", quiet=True, tensorboard=False)
     print(f"apex ray: eval {r.eval['mean_return']:.1f} after {r.env_steps} steps, {r.wall_time_s:.1f} s")
     assert r.eval["mean_return"] >= 475, r.eval
+
+
+def test_replay_is_checkpointed_detachable_and_a_state_without_it_resumes():
+    p = _program()
+    _run(p, 1200)
+    state = p.state()
+    assert isinstance(state["replay"], Detachable)  # the runner keeps it with the newest checkpoint only
+    del state["replay"]  # as loaded from an older checkpoint, whose replay was dropped
+    q = _program()
+    q.load_state(state)
+    assert len(q.replay.node.table) == 0 and q.learner_steps == p.learner_steps
+    _run(q, 600)  # the actors refill the replay and the learner goes on
+    assert len(q.replay.node.table) > 0 and q.learner_steps > p.learner_steps
+    p.close()
+    q.close()
+
+
+def test_the_topology_asks_the_builder_for_batch_size_and_refuses_algorithms_without_replay():
+    p = _program(batch_size=48)
+    assert p.batch_size == p.builder.replay_batch_size == 48
+    assert p.checkpoint_replay is p.builder.checkpoint_replay is True
+    assert _program(checkpoint_replay=False).checkpoint_replay is False
+    p.close()
+    ctx = NodeContext("ppo", {}, "CartPole-v1", env_spec("CartPole-v1"), 1000, 0)
+    with pytest.raises(ConfigError, match="replay_batch_size"):
+        ApexProgram(ctx, RunConfig(steps=1000, num_actors=1), InProcessBackend())

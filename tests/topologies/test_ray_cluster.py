@@ -35,8 +35,33 @@ def ray_cluster(tmp_path):
     try:
         yield f"127.0.0.1:{port}", env
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        _stop_cluster(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_cluster(temp: str) -> None:
+    """Stop this cluster's processes only. ``ray stop`` would stop every Ray instance on the machine,
+    the test session's own included (and its driver, this process, with it)."""
+    import psutil
+
+    procs = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp in arg for arg in proc.info["cmdline"] or ()):
+                procs.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=20)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def test_train_through_user_started_cluster(tmp_path, ray_cluster):

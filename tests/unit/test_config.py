@@ -30,13 +30,23 @@ def test_bad_values_name_the_problem(values, match):
 
 
 def test_resolve_precedence(tmp_path):
+    from shoal.agents import registry
+    from shoal.settings import RunConfig
+
+    # Every value below differs from each source it must beat, so each assert can fail.
+    dataclass_cfg, per_env = PPOConfig(), registry.get("ppo").defaults("CartPole-v1")
+    assert dataclass_cfg.gamma != per_env["gamma"] and dataclass_cfg.epochs != per_env["epochs"] != 3 != 5
+    assert dataclass_cfg.lr != per_env["lr"] != 0.0015 and RunConfig().steps != per_env["steps"] != 777 != 999
     f = tmp_path / "c.yaml"
-    f.write_text("lr: 0.002\nepochs: 3\nrun:\n  steps: 777\n")
+    f.write_text("lr: 0.0015\nepochs: 3\nrun:\n  steps: 777\n  seed: 2\n")
     r = resolve("ppo", "CartPole-v1", "CartPole-v1", f, parse_overrides(["epochs=5", "seed=4"]), {"steps": None})
-    assert r.agent.lr == 0.002  # file beats per-env default (0.001)
-    assert r.agent.epochs == 5  # key=value beats file
-    assert r.agent.num_envs == 8  # per-env default beats dataclass default
-    assert r.run.steps == 777 and r.run.seed == 4
+    assert r.agent.gamma == per_env["gamma"]  # per-env default beats dataclass default
+    assert r.agent.lr == 0.0015  # file beats per-env default and dataclass default
+    assert r.agent.epochs == 5  # key=value beats file and per-env default
+    assert r.run.steps == 777  # file beats per-env steps; a CLI value of None does not count
+    assert r.run.seed == 4  # key=value beats the file's run section
+    r = resolve("ppo", "CartPole-v1", "CartPole-v1", f, parse_overrides(["steps=888"]), {"steps": 999})
+    assert r.run.steps == 999  # a CLI flag beats key=value and the file
 
 
 def test_bad_config_files(tmp_path):

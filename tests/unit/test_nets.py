@@ -4,8 +4,8 @@ and the numpy inference engine agrees with the torch network."""
 import numpy as np
 import torch
 
-from shoal.agents.pg.config import PPOConfig
 from shoal.agents.pg.builder import ActorCriticBuilder
+from shoal.agents.pg.config import PPOConfig
 from shoal.agents.pg.inference import NumpyEngine, TorchEngine
 from shoal.envs import env_spec
 from shoal.nets.torsos import FastTanh, ParallelMLP
@@ -51,3 +51,22 @@ def test_numpy_engine_matches_torch_network():
         a, logp, _, params = NumpyEngine(net, 1).act(obs)
         ref = net.dist.log_prob(torch.from_numpy(params), torch.from_numpy(a))
         np.testing.assert_allclose(logp, ref.numpy(), atol=1e-5)
+
+
+def test_mlp_layers_with_default_init_is_a_plain_torch_mlp():
+    from torch import nn
+
+    from shoal.nets.torsos import MLP, mlp_layers
+
+    torch.manual_seed(3)
+    ours = mlp_layers(4, (8, 6), "relu", out_dim=2, init_gain=None)
+    torch.manual_seed(3)
+    ref = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 2))
+    assert [type(m) for m in ours] == [type(m) for m in ref]
+    for (ka, a), (kb, b) in zip(ours.state_dict().items(), ref.state_dict().items()):
+        assert ka == kb and torch.equal(a, b)
+    torso = MLP(4, (8, 6), "tanh")  # the PPO torso: orthogonal hidden weights, zero biases, no output layer
+    w = torso.net[0].weight
+    torch.testing.assert_close(w.T @ w, 2.0 * torch.eye(4), atol=1e-5, rtol=0)  # [8, 4]: orthogonal columns, gain sqrt(2)
+    assert torso.out_dim == 6 and torso.net[-1].__class__.__name__ == "FastTanh"
+    assert all(lin.bias.abs().sum() == 0 for lin in torso.net if isinstance(lin, nn.Linear))

@@ -101,3 +101,57 @@ def test_errors_reach_the_caller():
             b.spawn(Counter)  # a constructor error surfaces at spawn
     finally:
         b.shutdown()
+
+
+class Gate:
+    """A thread-safe node whose calls block each other unless served concurrently."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def wait(self):
+        return self.event.wait(10.0)
+
+    def open(self):
+        self.event.set()
+        return True
+
+
+def test_a_concurrent_node_serves_while_a_call_blocks():
+    b = ThreadedBackend()
+    try:
+        gate = b.spawn(Gate, concurrency=2)
+        blocked = gate.call("wait")
+        assert b.get(gate.call("open")) is True  # served while the first call still blocks
+        assert b.get(blocked) is True
+    finally:
+        b.shutdown()
+
+
+def test_stopped_nodes_fail_waiting_and_later_calls_instead_of_hanging():
+    from shoal.errors import ShoalError
+
+    b = ThreadedBackend()
+    h = b.spawn(Counter, 0)
+    busy = h.call("slow", 0.3)
+    deadline = time.monotonic() + 5
+    while not busy.inner.running() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    waiting = h.call("add", 1)  # queued behind the running slow call
+    worker = b.workers[0]
+    b.shutdown()
+    assert b.get(busy) == 0.3  # the running call ended
+    with pytest.raises(ShoalError, match="stopped"):
+        b.get(waiting)
+    with pytest.raises(ShoalError, match="stopped"):
+        b.get(h.call("add", 1))
+    assert not any(t.is_alive() for t in worker.threads)
+
+
+def test_a_failed_constructor_leaves_no_thread_behind():
+    before = threading.active_count()
+    b = ThreadedBackend()
+    with pytest.raises(TypeError):
+        b.spawn(Counter)
+    time.sleep(0.2)
+    assert threading.active_count() == before

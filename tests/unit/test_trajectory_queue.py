@@ -76,3 +76,22 @@ def test_consumer_waits_for_a_batch():
 def test_bad_overflow_mode_is_a_config_error():
     with pytest.raises(ConfigError, match="overflow"):
         TrajectoryQueue(4, overflow="spill")
+
+
+def test_close_releases_waiting_producers_and_consumers():
+    full, empty = TrajectoryQueue(2, timeout=None), TrajectoryQueue(4, timeout=None)
+    full.put(unrolls(0, 2))
+    out = {}
+    threads = [threading.Thread(target=lambda: out.__setitem__("put", full.put(unrolls(1, 1)))),
+               threading.Thread(target=lambda: out.__setitem__("get", empty.get(1)))]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    assert not out  # both wait: no timeout while the queues are open
+    full.close()
+    empty.close()
+    for t in threads:
+        t.join(timeout=5.0)
+    assert not any(t.is_alive() for t in threads)
+    assert out == {"put": False, "get": None} and len(full) == 2
+    assert full.put(unrolls(2, 1)) is False

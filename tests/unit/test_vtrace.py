@@ -93,3 +93,26 @@ def test_vtrace_carries_no_gradient():
 def test_vtrace_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="log_rhos"):
         vtrace(torch.zeros(3, 2), torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(2))
+
+
+def test_lambda_scales_the_traces_as_in_the_paper_remark():
+    """With lambda < 1 the trace weights are lambda * min(c_bar, ratio) (IMPALA, remark after eq. 1)."""
+    x = random_inputs(5)
+    lam = 0.7
+    ratio = np.exp(x["log_rhos"])
+    want_vs, _ = paper_vtrace(x["log_rhos"], x["discounts"], x["rewards"], x["values"], x["bootstrap"], 1.0, 1.0, 1.0)
+    t = {k: torch.tensor(v, dtype=torch.float64) for k, v in x.items()}
+    # the recursion v_s - V_s = delta_s + d_s c_s (v_{s+1} - V_{s+1}) with traces c_s = lambda * min(1, ratio)
+    T, B = x["rewards"].shape
+    rho = np.minimum(1.0, ratio)
+    c = lam * np.minimum(1.0, ratio)
+    v_ext = np.concatenate([x["values"], x["bootstrap"][None]], 0)
+    vs = np.zeros((T, B))
+    acc = np.zeros(B)
+    for s in reversed(range(T)):
+        delta = rho[s] * (x["rewards"][s] + x["discounts"][s] * v_ext[s + 1] - v_ext[s])
+        acc = delta + x["discounts"][s] * c[s] * acc
+        vs[s] = x["values"][s] + acc
+    out = vtrace(t["log_rhos"], t["discounts"], t["rewards"], t["values"], t["bootstrap"], lambda_=lam)
+    np.testing.assert_allclose(out.vs.numpy(), vs, rtol=1e-10, atol=1e-10)
+    assert not np.allclose(vs, want_vs)  # lambda = 0.7 really changed the targets from lambda = 1

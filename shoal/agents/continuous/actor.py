@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from shoal.agents.continuous.distributions import tanh_gaussian_sample
 from shoal.agents.continuous.networks import ContinuousNetworks
@@ -20,6 +21,54 @@ from shoal.agents.continuous.targets import td_priorities
 from shoal.core.interfaces import Actor
 from shoal.core.types import StepResult
 from shoal.data import NStepTransitionAdder
+from shoal.nets.heads import LOG_STD_MAX, LOG_STD_MIN
+from shoal.nets.numpy_mlp import NumpyObsNorm, mlp_from_module, on_cpu_float32
+
+
+class NumpyPolicy:
+    """The policy network of DDPG, TD3 or SAC evaluated with numpy on views of its parameters.
+
+    :meth:`__call__` returns what the torch policy returns on normalised observations:
+    ``mu(obs)`` in ``[-1, 1]`` for a deterministic policy, ``(mean, log_std)`` (log-std
+    clamped) of the pre-squash Gaussian for SAC.
+    """
+
+    def __init__(self, net: ContinuousNetworks) -> None:
+        if not NumpyPolicy.supports(net):
+            raise ValueError("NumpyPolicy needs a policy MLP with relu or tanh activations on the CPU")
+        self.stochastic = net.stochastic
+        self.norm = NumpyObsNorm(net.obs_norm)
+        self.mlp = mlp_from_module(net.policy.net)
+        assert self.mlp is not None
+
+    @staticmethod
+    def supports(net: nn.Module) -> bool:
+        """True for a ContinuousNetworks policy MLP numpy can evaluate, on the CPU."""
+        return (isinstance(net, ContinuousNetworks) and mlp_from_module(net.policy.net) is not None
+                and on_cpu_float32(net.policy) and on_cpu_float32(net.obs_norm))
+
+    def current(self) -> bool:
+        """False when the policy's parameters were re-pointed since this was built."""
+        return self.mlp.current()  # type: ignore[union-attr]
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        out = self.mlp(self.norm(np.asarray(obs).reshape(len(obs), -1)))  # type: ignore[misc]
+        if not self.stochastic:
+            return np.tanh(out, out=out)
+        mean, log_std = np.split(out, 2, axis=-1)
+        return mean, np.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
+
+    def mode(self, obs: np.ndarray) -> np.ndarray:
+        """The deterministic action in ``[-1, 1]`` (``tanh(mean)`` for SAC)."""
+        out = self(obs)
+        return np.tanh(out[0]) if isinstance(out, tuple) else out
+
+
+def numpy_policy(net: ContinuousNetworks, engine: str = "auto") -> NumpyPolicy | None:
+    """A :class:`NumpyPolicy` when ``engine`` is numpy, or auto and the policy is eligible; None for torch."""
+    if engine == "numpy" or (engine == "auto" and NumpyPolicy.supports(net)):
+        return NumpyPolicy(net)
+    return None
 
 
 class ContinuousActor(Actor):
@@ -28,12 +77,16 @@ class ContinuousActor(Actor):
     Deterministic policies (DDPG, TD3) explore with ``noise`` (Gaussian or Ornstein-Uhlenbeck);
     SAC samples its squashed Gaussian. Transitions go to an n-step adder; :meth:`drain` hands
     them over, with a ``priority`` per item when ``compute_priorities`` (Ape-X actors).
+    Eligible policy MLPs run with numpy (:class:`NumpyPolicy`; SAC's noise then comes from
+    the actor's numpy generator), others with torch.
     """
 
     def __init__(self, net: ContinuousNetworks, cfg: Any, num_envs: int, seed: int, sigma: float = 0.0,
                  random_steps: int = 0, compute_priorities: bool = False,
-                 adder: NStepTransitionAdder | None = None) -> None:
+                 adder: NStepTransitionAdder | None = None, engine: str = "auto") -> None:
         self.net, self.cfg = net, cfg
+        self.engine = engine
+        self.fast = numpy_policy(net, engine)
         self.num_envs, self.act_dim = num_envs, net.act_dim
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
@@ -51,7 +104,7 @@ class ContinuousActor(Actor):
         self._action: np.ndarray | None = None
         self._scale = net.action_scale.numpy().copy()
         self._bias = net.action_bias.numpy().copy()
-        self._targets: dict[str, list[torch.Tensor]] = {}
+        self._targets: dict[tuple[str, ...], list[torch.Tensor]] = {}
 
     # -- parameters ------------------------------------------------------------------------------
     def load_variables(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
@@ -65,6 +118,8 @@ class ContinuousActor(Actor):
         with torch.no_grad():
             torch._foreach_copy_(self._targets[keys], [state_dict[k] for k in keys])
         self.version = version
+        if self.fast is not None and not self.fast.current():  # parameters re-pointed: rebuild the views
+            self.fast = numpy_policy(self.net, self.engine)
 
     # -- acting ----------------------------------------------------------------------------------
     def observe_first(self, obs: np.ndarray) -> None:
@@ -72,21 +127,32 @@ class ContinuousActor(Actor):
         if self.noise is not None:
             self.noise.reset()
 
-    @torch.inference_mode()
     def select_action(self, obs: np.ndarray) -> np.ndarray:
         b = len(obs)
         if self.steps < self.random_steps:
             action = self.rng.uniform(-1.0, 1.0, (b, self.act_dim)).astype(np.float32)
-        else:
-            x = self.net.normalize(torch.from_numpy(np.asarray(obs)))
-            if self.net.stochastic:  # a squashed-Gaussian sample (its log-probability is not needed here)
-                mean, log_std = self.net.policy(x)
-                action = torch.tanh(mean + log_std.exp() * torch.randn(mean.shape, generator=self.gen)).numpy()
+        elif self.fast is not None:
+            if self.net.stochastic:
+                mean, log_std = self.fast(obs)
+                noise = self.rng.standard_normal(mean.shape, dtype=np.float32)
+                action = np.tanh(mean + np.exp(log_std) * noise)
             else:
                 assert self.noise is not None
-                action = np.clip(self.net.policy(x).numpy() + self.noise(), -1.0, 1.0)
+                action = np.clip(self.fast(obs) + self.noise(), -1.0, 1.0)
+        else:
+            action = self._torch_action(obs)
         self._action = action
         return self._bias + self._scale * action
+
+    @torch.inference_mode()
+    def _torch_action(self, obs: np.ndarray) -> np.ndarray:
+        """The torch path, for policies :class:`NumpyPolicy` does not cover."""
+        x = self.net.normalize(torch.from_numpy(np.asarray(obs)))
+        if self.net.stochastic:  # a squashed-Gaussian sample (its log-probability is not needed here)
+            mean, log_std = self.net.policy(x)
+            return torch.tanh(mean + log_std.exp() * torch.randn(mean.shape, generator=self.gen)).numpy()
+        assert self.noise is not None
+        return np.clip(self.net.policy(x).numpy() + self.noise(), -1.0, 1.0)
 
     def observe(self, action: np.ndarray, step: StepResult) -> None:
         """Record the step; ``action`` (env scale) is ignored in favour of the ``[-1, 1]`` one chosen."""
@@ -118,14 +184,26 @@ class ContinuousActor(Actor):
 
 
 class ContinuousPolicy:
-    """A numpy-in, numpy-out policy in env units: deterministic, or exploring like the actor."""
+    """A numpy-in, numpy-out policy in env units: deterministic, or exploring like the actor.
 
-    def __init__(self, net: ContinuousNetworks, evaluation: bool, sigma: float = 0.1, seed: int = 0) -> None:
+    Deterministic actions of eligible policies are computed with numpy (:class:`NumpyPolicy`).
+    """
+
+    def __init__(self, net: ContinuousNetworks, evaluation: bool, sigma: float = 0.1, seed: int = 0,
+                 engine: str = "auto") -> None:
         self.net, self.evaluation, self.sigma = net, evaluation, float(sigma)
         self.gen = torch.Generator().manual_seed(seed)
+        self.fast = numpy_policy(net, engine) if evaluation else None
+        self._scale = net.action_scale.numpy()
+        self._bias = net.action_bias.numpy()
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.fast is not None:
+            return self._bias + self._scale * self.fast.mode(obs)
+        return self._torch(obs)
 
     @torch.inference_mode()
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
+    def _torch(self, obs: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(np.asarray(obs))
         if self.evaluation:
             action = self.net.mode(x)

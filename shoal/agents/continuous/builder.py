@@ -16,12 +16,12 @@ from shoal.agents.continuous.actor import ContinuousActor, ContinuousPolicy
 from shoal.agents.continuous.config import DDPGConfig, OffPolicyConfig, SACConfig
 from shoal.agents.continuous.learner import DPGLearner, OffPolicyLearner, SACLearner
 from shoal.agents.continuous.networks import ContinuousNetworks, check_spec
-from shoal.agents.continuous.noise import actor_noise_sigma
 from shoal.core.interfaces import Builder, Policy, Table
+from shoal.core.schedules import per_actor_exponent
+from shoal.core.seeding import derive_seed
 from shoal.core.types import EnvSpec
 from shoal.data import NStepTransitionAdder, ReplayTable
 from shoal.errors import ConfigError
-from shoal.core.seeding import derive_seed
 
 
 class ContinuousBuilder(Builder):
@@ -40,6 +40,16 @@ class ContinuousBuilder(Builder):
     @property
     def stochastic(self) -> bool:
         return isinstance(self.config, SACConfig)
+
+    @property
+    def replay_batch_size(self) -> int:
+        """``batch_size``: items per learner batch."""
+        return self.config.batch_size
+
+    @property
+    def checkpoint_replay(self) -> bool:
+        """``checkpoint_replay``: whether checkpoints hold the replay table."""
+        return self.config.checkpoint_replay
 
     def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
         """``replay_ratio`` gradient steps per env step after the first ``learning_starts`` env steps."""
@@ -74,7 +84,7 @@ class ContinuousBuilder(Builder):
         c = self.config
         if not isinstance(c, DDPGConfig):
             return 0.0
-        return actor_noise_sigma(c.noise_sigma, actor_id, num_actors, c.actor_noise_alpha)
+        return per_actor_exponent(c.noise_sigma, actor_id, num_actors, c.actor_noise_alpha)
 
     def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1,
                    seed: int = 0) -> ContinuousActor:

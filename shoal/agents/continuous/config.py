@@ -63,7 +63,7 @@ class OffPolicyConfig:
     normalize_obs: bool = False
     """Normalise observations with running statistics of the replayed batches (saved with the weights)."""
     checkpoint_replay: bool = True
-    """Save the replay table in checkpoints so a resumed run continues exactly."""
+    """Save the replay table in checkpoints so a resumed run continues exactly (the newest checkpoint only)."""
     actor_update_period: int = 100
     """Ape-X topology: vector steps an actor runs between parameter pulls."""
     batches_per_call: int = 16

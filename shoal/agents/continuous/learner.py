@@ -16,13 +16,22 @@ import torch
 
 from shoal.agents.continuous.config import DDPGConfig, OffPolicyConfig, SACConfig
 from shoal.agents.continuous.distributions import tanh_gaussian_sample
-from shoal.agents.continuous.loss import (critic_loss, default_target_entropy, dpg_actor_loss, min_over_critics,
-                                          polyak_update_, sac_actor_loss, sac_alpha_loss, td_target)
+from shoal.agents.continuous.loss import (
+    critic_loss,
+    default_target_entropy,
+    dpg_actor_loss,
+    min_over_critics,
+    sac_actor_loss,
+    sac_alpha_loss,
+    td_target,
+)
 from shoal.agents.continuous.networks import ContinuousNetworks
-from shoal.agents.continuous.optim import FlatAdam, FlatParams, retain_freed_memory
 from shoal.agents.continuous.targets import dpg_next_value, sac_next_value
+from shoal.core.device import randn, to_device
 from shoal.core.interfaces import Learner, Table
-from shoal.data import LinearSchedule, importance_weights
+from shoal.core.schedules import LinearSchedule
+from shoal.data import importance_weights
+from shoal.nets.optim import Adam, FlatParams, clip_grad_norm_, load_optimizer_state, optimizer_state, polyak_update_
 
 FIELDS = ("obs", "action", "reward", "discount", "next_obs")
 
@@ -36,19 +45,20 @@ class OffPolicyLearner(Learner):
 
     def __init__(self, net: ContinuousNetworks, cfg: OffPolicyConfig, table: Table, total_steps: int,
                  seed: int, device: str = "cpu") -> None:
-        retain_freed_memory()
         self.device = torch.device(device)
         self.net = net.to(self.device)
         self.cfg, self.table = cfg, table
-        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        # A CPU generator on every device (noise is drawn here, then moved): the same seed gives
+        # the same noise, and checkpoints that load, on the CPU and on a GPU.
+        self.gen = torch.Generator().manual_seed(seed)
         # Flat buffers are built after .to(device): moving afterwards would break the views.
         self.critic = FlatParams(net.critic.parameters())
         self.critic_target = FlatParams(net.critic_target.parameters(), grads=False)
         self.policy = FlatParams(net.policy.parameters())
         self.policy_target = (FlatParams(net.policy_target.parameters(), grads=False)
                               if net.policy_target is not None else None)
-        self.critic_opt = FlatAdam(self.critic, cfg.critic_lr, eps=cfg.adam_eps)
-        self.policy_opt = FlatAdam(self.policy, cfg.actor_lr, eps=cfg.adam_eps)
+        self.critic_opt = Adam(self.critic.parameters(), cfg.critic_lr, eps=cfg.adam_eps)
+        self.policy_opt = Adam(self.policy.parameters(), cfg.actor_lr, eps=cfg.adam_eps)
         self.beta = LinearSchedule(cfg.priority_beta, 1.0, max(1, int(total_steps * cfg.replay_ratio)))
         self.version = 0
         self.steps = 0
@@ -63,7 +73,7 @@ class OffPolicyLearner(Learner):
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
         """``(version, what actors need)``: a snapshot on the CPU, taken once per version."""
         if self._variables is None or self._variables[0] != self.version:
-            self._variables = (self.version, {k: v.detach().clone().cpu() for k, v in self._live.items()})
+            self._variables = (self.version, {k: v.detach().to("cpu", copy=True) for k, v in self._live.items()})
         return self._variables
 
     def step(self, data: Any = None) -> dict[str, torch.Tensor]:
@@ -73,11 +83,11 @@ class OffPolicyLearner(Learner):
         if sample is None:  # nothing stored yet (e.g. n-step items still pending)
             return {}
         items, keys, probs = sample
-        batch = {k: torch.from_numpy(np.ascontiguousarray(items[k])).to(self.device, non_blocking=True) for k in FIELDS}
+        batch = {k: to_device(torch.from_numpy(np.ascontiguousarray(items[k])), self.device) for k in FIELDS}
         weights = None
         if cfg.prioritized:
             w = importance_weights(probs, len(self.table), self.beta(self.steps))
-            weights = torch.from_numpy(w).to(self.device, non_blocking=True)
+            weights = to_device(torch.from_numpy(w), self.device)
         metrics, td = self._update(batch, weights)
         if cfg.prioritized:
             self.table.update_priorities(keys, td.abs().mean(0).double().cpu().numpy() + cfg.priority_eps)
@@ -93,17 +103,17 @@ class OffPolicyLearner(Learner):
 
     def _clip(self, flat: FlatParams) -> None:
         if self.cfg.max_grad_norm > 0:
-            flat.clip_grad_norm_(self.cfg.max_grad_norm)
+            clip_grad_norm_(flat.parameters(), self.cfg.max_grad_norm)
 
     def state(self) -> dict[str, Any]:
-        return {"networks": self.net.state_dict(), "critic_opt": self.critic_opt.state(),
-                "policy_opt": self.policy_opt.state(), "generator": self.gen.get_state(),
+        return {"networks": self.net.state_dict(), "critic_opt": optimizer_state(self.critic_opt),
+                "policy_opt": optimizer_state(self.policy_opt), "generator": self.gen.get_state(),
                 "version": self.version, "steps": self.steps}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["networks"])
-        self.critic_opt.load_state(state["critic_opt"])
-        self.policy_opt.load_state(state["policy_opt"])
+        load_optimizer_state(self.critic_opt, state["critic_opt"])
+        load_optimizer_state(self.policy_opt, state["policy_opt"])
         self.gen.set_state(state["generator"])
         self.version = int(state["version"])
         self.steps = int(state["steps"])
@@ -157,7 +167,7 @@ class SACLearner(OffPolicyLearner):
         super().__init__(net, cfg, table, total_steps, seed, device)
         assert net.log_alpha is not None
         self.alpha = FlatParams([net.log_alpha])
-        self.alpha_opt = FlatAdam(self.alpha, cfg.alpha_lr, eps=cfg.adam_eps)
+        self.alpha_opt = Adam(self.alpha.parameters(), cfg.alpha_lr, eps=cfg.adam_eps)
         self.target_entropy = (default_target_entropy(net.act_dim) if cfg.target_entropy is None
                                else float(cfg.target_entropy))
 
@@ -175,7 +185,7 @@ class SACLearner(OffPolicyLearner):
         policy_step = self.steps % cfg.policy_delay == 0
         if policy_step:
             mean, log_std = net.policy(obs)
-            noise = torch.randn(mean.shape, generator=self.gen, device=mean.device)
+            noise = randn(mean.shape, self.gen, mean.device)
             action, log_prob = tanh_gaussian_sample(mean, log_std, noise)
             q_pi = min_over_critics(net.critic(obs, action, detach_params=True))
             loss_pi = sac_actor_loss(log_prob, q_pi, alpha)
@@ -200,8 +210,8 @@ class SACLearner(OffPolicyLearner):
         return metrics, td
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "alpha_opt": self.alpha_opt.state()}
+        return {**super().state(), "alpha_opt": optimizer_state(self.alpha_opt)}
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        self.alpha_opt.load_state(state["alpha_opt"])
+        load_optimizer_state(self.alpha_opt, state["alpha_opt"])

@@ -10,16 +10,6 @@ from __future__ import annotations
 import torch
 
 
-@torch.no_grad()
-def polyak_update_(target: torch.Tensor | list[torch.Tensor], online: torch.Tensor | list[torch.Tensor],
-                   tau: float) -> None:
-    """``target <- (1 - tau) * target + tau * online`` in place (one tensor or matching lists)."""
-    if isinstance(target, torch.Tensor):
-        target.lerp_(online, tau)  # type: ignore[arg-type]
-    else:
-        torch._foreach_lerp_(target, online, tau)  # type: ignore[arg-type]
-
-
 def smooth_target_action(target_action: torch.Tensor, noise: torch.Tensor, noise_clip: float) -> torch.Tensor:
     """TD3's target policy smoothing: ``clip(mu'(s') + clip(noise, -c, c), -1, 1)``.
 

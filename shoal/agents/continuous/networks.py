@@ -18,21 +18,10 @@ import torch
 from torch import nn
 
 from shoal.core.types import EnvSpec
-from shoal.nets.normalize import ObsNormalizer
 from shoal.errors import EnvError
 from shoal.nets.heads import LOG_STD_MAX, LOG_STD_MIN
-from shoal.nets.torsos import activation
-
-
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str) -> nn.Sequential:
-    """A plain MLP with PyTorch's default Linear initialisation (the one published SAC/TD3 results use)."""
-    layers: list[nn.Module] = []
-    d = in_dim
-    for h in hidden:
-        layers += [nn.Linear(d, h), activation(act)()]
-        d = h
-    layers.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*layers)
+from shoal.nets.normalize import ObsNormalizer
+from shoal.nets.torsos import activation, mlp_layers
 
 
 class EnsembleLinear(nn.Module):
@@ -46,7 +35,8 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, detach_params: bool = False, members: int | None = None) -> torch.Tensor:
         """``x`` is ``[B, in]`` (shared by every member) or ``[k, B, in]``; ``members`` keeps the first few."""
-        w, b = self.weight, self.bias
+        w: torch.Tensor = self.weight
+        b: torch.Tensor = self.bias
         if members is not None:
             w, b = w[:members], b[:members]
         if detach_params:
@@ -83,7 +73,7 @@ class DeterministicPolicy(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], act: str) -> None:
         super().__init__()
-        self.net = mlp(obs_dim, hidden, act_dim, act)
+        self.net = mlp_layers(obs_dim, hidden, act, out_dim=act_dim, init_gain=None)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(obs))
@@ -94,7 +84,7 @@ class TanhGaussianPolicy(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], act: str) -> None:
         super().__init__()
-        self.net = mlp(obs_dim, hidden, 2 * act_dim, act)
+        self.net = mlp_layers(obs_dim, hidden, act, out_dim=2 * act_dim, init_gain=None)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, log_std)`` of the pre-squash Gaussian; log-std clamped to [-20, 2]."""
@@ -109,6 +99,9 @@ class ContinuousNetworks(nn.Module):
     Only the policy, the normaliser and the action scale are needed to act (:attr:`acting_keys`);
     :meth:`load_state_dict` accepts a dict holding exactly those.
     """
+
+    action_scale: torch.Tensor
+    action_bias: torch.Tensor
 
     def __init__(self, spec: EnvSpec, hidden: Sequence[int], act: str, num_critics: int, stochastic: bool,
                  normalize_obs: bool, alpha: float = 1.0) -> None:
@@ -133,7 +126,7 @@ class ContinuousNetworks(nn.Module):
         """State-dict keys an actor needs to choose actions."""
         return [k for k in self.state_dict() if k.startswith(("policy.", "obs_norm.", "action_"))]
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As nn.Module's, but a dict of exactly the :attr:`acting_keys` loads on its own."""
         if strict and set(state_dict) == set(self.acting_keys):
             strict = False

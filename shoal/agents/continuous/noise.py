@@ -57,13 +57,3 @@ class OrnsteinUhlenbeckNoise:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.x[...] = state["x"]
-
-
-def actor_noise_sigma(sigma: float, actor_id: int, num_actors: int, alpha: float) -> float:
-    """Actor ``i`` of ``N``'s noise std, spread like Ape-X's epsilons: ``sigma**(1 + alpha * i / (N - 1))``.
-
-    ``alpha = 0`` (or a single actor) gives every actor ``sigma``.
-    """
-    if alpha == 0 or num_actors <= 1:
-        return float(sigma)
-    return float(sigma ** (1.0 + alpha * actor_id / (num_actors - 1)))

@@ -14,14 +14,16 @@ import torch
 from shoal.agents.continuous.distributions import tanh_gaussian_sample
 from shoal.agents.continuous.loss import min_over_critics, smooth_target_action, soft_value, td_target
 from shoal.agents.continuous.networks import ContinuousNetworks
+from shoal.core.device import randn
 
 
 def dpg_next_value(net: ContinuousNetworks, next_obs: torch.Tensor, target_noise: float, noise_clip: float,
                    gen: torch.Generator | None) -> torch.Tensor:
     """``min_i Q'_i(s', a')`` with ``a' = mu'(s')``, smoothed by clipped noise when ``target_noise > 0`` (TD3)."""
+    assert net.policy_target is not None, "dpg_next_value needs a deterministic agent's network (DDPG/TD3), not SAC's"
     next_action = net.policy_target(next_obs)
     if target_noise > 0:
-        noise = torch.randn(next_action.shape, generator=gen, device=next_action.device) * target_noise
+        noise = randn(next_action.shape, gen, next_action.device) * target_noise
         next_action = smooth_target_action(next_action, noise, noise_clip)
     return min_over_critics(net.critic_target(next_obs, next_action))
 
@@ -30,7 +32,7 @@ def sac_next_value(net: ContinuousNetworks, next_obs: torch.Tensor, alpha: torch
                    gen: torch.Generator | None) -> torch.Tensor:
     """``min_i Q'_i(s', a') - alpha * log pi(a'|s')`` with ``a' ~ pi(.|s')``."""
     mean, log_std = net.policy(next_obs)
-    noise = torch.randn(mean.shape, generator=gen, device=mean.device)
+    noise = randn(mean.shape, gen, mean.device)
     next_action, next_log_prob = tanh_gaussian_sample(mean, log_std, noise)
     return soft_value(min_over_critics(net.critic_target(next_obs, next_action)), next_log_prob, alpha)
 

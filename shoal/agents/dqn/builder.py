@@ -16,8 +16,8 @@ from shoal.agents.dqn.config import DQNConfig
 from shoal.agents.dqn.learner import DQNLearner
 from shoal.agents.dqn.networks import QNetwork
 from shoal.core.interfaces import Builder, Policy, Table
-from shoal.data import FrameStackStorage, NStepTransitionAdder, ReplayTable
 from shoal.core.seeding import derive_seed
+from shoal.data import FrameStackStorage, NStepTransitionAdder, ReplayTable
 
 
 class DQNBuilder(Builder):
@@ -29,6 +29,16 @@ class DQNBuilder(Builder):
     def steps_per_iteration(self) -> int:
         """Vector steps per actor per iteration: ``train_freq`` env steps (at least one vector step)."""
         return max(1, self.config.train_freq // self.num_envs)
+
+    @property
+    def replay_batch_size(self) -> int:
+        """``batch_size``: items per learner batch."""
+        return self.config.batch_size
+
+    @property
+    def checkpoint_replay(self) -> bool:
+        """``checkpoint_replay``: whether checkpoints hold the replay table."""
+        return self.config.checkpoint_replay
 
     def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
         """``gradient_steps`` per ``train_freq`` env steps from ``learning_starts`` on, minus those done."""
@@ -43,6 +53,7 @@ class DQNBuilder(Builder):
         return QNetwork(self.env_spec, c.hidden, c.activation, c.dueling, c.head_hidden)
 
     def make_policy(self, networks: nn.Module, evaluation: bool) -> Policy:
+        assert isinstance(networks, QNetwork)
         eps = self.config.eval_epsilon if evaluation else self.config.epsilon_final
         return EpsilonGreedyPolicy(networks, eps, derive_seed(self.seed, "policy", evaluation))
 
@@ -63,9 +74,11 @@ class DQNBuilder(Builder):
 
     def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1,
                    seed: int = 0) -> DQNActor:
+        assert isinstance(networks, QNetwork)
         return DQNActor(networks, self.config, num_envs, seed, self.total_steps, actor_id, num_actors,
                         self.make_adder())
 
     def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> DQNLearner:
+        assert isinstance(networks, QNetwork)
         table = next(iter(tables.values())) if tables else None
         return DQNLearner(networks, self.config, table, self.total_steps, self.device)

@@ -87,7 +87,7 @@ class DQNConfig:
     activation: str = "relu"
     """Hidden activation: relu, tanh, elu or silu."""
     checkpoint_replay: bool = True
-    """Save the replay table in checkpoints so a resumed run continues with its data."""
+    """Save the replay table in checkpoints so a resumed run continues with its data (the newest checkpoint only)."""
     frame_storage: bool = False
     """Store stacked-frame observations frame by frame (Atari: about 1/8 of the memory)."""
     actor_update_period: int = 100

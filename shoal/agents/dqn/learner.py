@@ -9,18 +9,20 @@ priorities (the Ape-X topology's replay node).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from shoal.agents.dqn.config import DQNConfig
-from shoal.agents.dqn.loss import (clip_grad_norm, double_q_target, polyak_update, priorities_from_td,
-                                   q_learning_target, td_loss)
-from shoal.agents.dqn.networks import QNetwork
-from shoal.core.interfaces import Learner, Table
-from shoal.data import LinearSchedule, ReplayTable, importance_weights
-from shoal.nets.optim import load_optimizer_state, make_optimizer, optimizer_state
 
+from shoal.agents.dqn.config import DQNConfig
+from shoal.agents.dqn.loss import double_q_target, priorities_from_td, q_learning_target, td_loss
+from shoal.agents.dqn.networks import QNetwork
+from shoal.core.device import to_device
+from shoal.core.interfaces import Learner, Table
+from shoal.core.schedules import LinearSchedule
+from shoal.data import ReplayTable, importance_weights
+from shoal.nets.optim import clip_grad_norm_, load_optimizer_state, make_optimizer, optimizer_state, polyak_update_
 
 _FIELDS = ("obs", "action", "reward", "discount", "next_obs")
 
@@ -53,8 +55,19 @@ class DQNLearner(Learner):
         self._target_tensors = list(self.target.state_dict().values())
         self._online_tensors = list(self.net.state_dict().values())
 
+    @property
+    def version(self) -> int:
+        """The learner's version is its step count (what :meth:`get_variables` labels the weights with)."""
+        return self.steps
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self.steps = value
+
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
-        return self.steps, {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        # Copies, also on the CPU (where .cpu() would alias the live weights): the caller may hold
+        # them, labelled with this version, while later steps update the weights in place.
+        return self.steps, {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
 
     def step(self, data: Any = None) -> dict[str, float]:
         """One update from a batch of the learner's own table; writes the new priorities back.
@@ -88,9 +101,10 @@ class DQNLearner(Learner):
         else:
             x = np.asarray(x)
             t = torch.from_numpy(x if x.flags.writeable else x.copy())  # arrays from another process are read-only
-        return t.to(self.device, dtype) if dtype is not None or self.device.type != "cpu" else t
+        t = to_device(t, self.device)  # pinned and asynchronous on CUDA, a no-op on the CPU
+        return t if dtype is None else t.to(dtype)
 
-    def update(self, items: dict[str, np.ndarray | torch.Tensor], probs: np.ndarray | None = None,
+    def update(self, items: Mapping[str, np.ndarray | torch.Tensor], probs: np.ndarray | None = None,
                table_size: int = 0) -> tuple[dict[str, float], np.ndarray]:
         """One gradient step on a batch of n-step items; returns metrics and the items' new priorities.
 
@@ -117,7 +131,7 @@ class DQNLearner(Learner):
         weights = None
         if cfg.prioritized and probs is not None:
             w = importance_weights(probs, table_size, self.beta(self.steps))
-            weights = torch.from_numpy(w).to(self.device)
+            weights = to_device(torch.from_numpy(w), self.device)
         loss, td = td_loss(q, target, cfg.loss, cfg.huber_delta, weights)
 
         if cfg.lr_final >= 0:
@@ -127,11 +141,11 @@ class DQNLearner(Learner):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:
-            clip_grad_norm([p.grad for p in self._params if p.grad is not None], cfg.max_grad_norm)
+            clip_grad_norm_(self._params, cfg.max_grad_norm)
         self.opt.step()
         self.steps += 1
         if self.steps % cfg.target_update_interval == 0:
-            polyak_update(self._target_tensors, self._online_tensors, cfg.tau)
+            polyak_update_(self._target_tensors, self._online_tensors, cfg.tau)
         priorities = priorities_from_td(td, cfg.per_eps).cpu().numpy().astype(np.float64)
         return {"loss": float(loss.detach()), "q_mean": float(q.detach().mean())}, priorities
 

@@ -1,4 +1,4 @@
-"""The DQN family's math as pure tensor functions: targets, losses, priorities, schedules.
+"""The DQN family's math as pure tensor functions: targets, losses, priorities.
 
 Transitions come from the n-step adder, so a target is always
 ``reward + discount * bootstrap`` where ``reward`` already sums ``m`` discounted rewards
@@ -7,8 +7,6 @@ n-step returns need nothing beyond the adder's fields.
 """
 
 from __future__ import annotations
-
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -62,36 +60,3 @@ def dueling_aggregate(value: torch.Tensor, advantages: torch.Tensor) -> torch.Te
     if value.dim() == advantages.dim() - 1:
         value = value.unsqueeze(-1)
     return value + advantages - advantages.mean(dim=-1, keepdim=True)
-
-
-@torch.no_grad()
-def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``; returns the norm before."""
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
-    return norm
-
-
-@torch.no_grad()
-def polyak_update(target: Iterable[torch.Tensor], online: Iterable[torch.Tensor], tau: float) -> None:
-    """In place ``target <- tau * online + (1 - tau) * target``; ``tau = 1`` copies (a hard update)."""
-    target, online = list(target), list(online)
-    if tau >= 1.0:
-        torch._foreach_copy_(target, online)
-    else:
-        torch._foreach_lerp_(target, online, tau)
-
-
-def linear_epsilon(step: float, start: float, final: float, decay_steps: float) -> float:
-    """Epsilon falling linearly from ``start`` to ``final`` over ``decay_steps`` steps, then ``final``."""
-    if decay_steps <= 0:
-        return float(final)
-    frac = min(max(step / decay_steps, 0.0), 1.0)
-    return float(start + frac * (final - start))
-
-
-def apex_epsilon(actor_id: int, num_actors: int, eps: float = 0.4, alpha: float = 7.0) -> float:
-    """Ape-X's per-actor exploration rate ``eps ** (1 + alpha * i / (N - 1))`` (``eps`` when N = 1)."""
-    if num_actors <= 1:
-        return float(eps)
-    return float(eps ** (1.0 + alpha * actor_id / (num_actors - 1)))

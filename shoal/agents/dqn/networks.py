@@ -12,7 +12,7 @@ from shoal.agents.dqn.loss import dueling_aggregate
 from shoal.core.types import EnvSpec
 from shoal.errors import EnvError
 from shoal.nets import MLP, NatureCNN
-from shoal.nets.torsos import activation as activation_cls
+from shoal.nets.torsos import mlp_layers
 
 _FUNCTIONAL = {"relu": torch.relu, "tanh": torch.tanh, "elu": F.elu, "silu": F.silu}
 
@@ -20,7 +20,7 @@ _FUNCTIONAL = {"relu": torch.relu, "tanh": torch.tanh, "elu": F.elu, "silu": F.s
 def _head(in_dim: int, out_dim: int, hidden: int, act: str) -> nn.Module:
     if hidden == 0:
         return nn.Linear(in_dim, out_dim)
-    return nn.Sequential(nn.Linear(in_dim, hidden), activation_cls(act)(), nn.Linear(hidden, out_dim))
+    return mlp_layers(in_dim, (hidden,), act, out_dim=out_dim, init_gain=None)
 
 
 class QNetwork(nn.Module):

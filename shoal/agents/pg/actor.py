@@ -88,6 +88,7 @@ class RolloutActor(Actor):
         if self.t != self.T:
             raise RuntimeError(f"rollout has {self.t} of {self.T} steps; run the actor for rollout_length steps")
         self.t = 0
+        assert self.params is not None  # allocated by the first of the T steps recorded
         c = np.copy  # the buffers are reused for the next rollout
         if self.values_in_learner:
             rows, self.final_rows = self.final_rows, []

@@ -9,6 +9,7 @@ from shoal.agents.pg.config import ActorCriticConfig
 from shoal.agents.pg.learner import ActorCriticLearner
 from shoal.agents.pg.networks import ActorCritic
 from shoal.core.interfaces import Builder, Policy, Table
+from shoal.nets.normalize import RewardNormalizer
 
 
 class ActorCriticBuilder(Builder):
@@ -16,15 +17,30 @@ class ActorCriticBuilder(Builder):
 
     config: ActorCriticConfig
 
+    @property
+    def rollout_actor_critic(self) -> bool:
+        return True
+
+    @property
+    def gradients_as_values(self) -> bool:
+        return self.config.one_gradient_per_update
+
+    def make_reward_normalizer(self, num_envs: int) -> RewardNormalizer | None:
+        """With ``normalize_reward``: rewards scaled by the running std of each copy's discounted return."""
+        return RewardNormalizer(num_envs, self.config.gamma) if self.config.normalize_reward else None
+
     def make_networks(self) -> ActorCritic:
         c = self.config
         return ActorCritic(self.env_spec, c.hidden, c.activation, c.shared_torso, c.log_std_init, c.normalize_obs)
 
     def make_policy(self, networks: nn.Module, evaluation: bool) -> Policy:
+        assert isinstance(networks, ActorCritic)
         return GreedyPolicy(networks) if evaluation else SamplingPolicy(networks, self.seed)
 
     def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1, seed: int = 0) -> RolloutActor:
+        assert isinstance(networks, ActorCritic)
         return RolloutActor(networks, self.env_spec, self.config.rollout_length, num_envs, seed, values_in_learner=True)
 
     def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> ActorCriticLearner:
+        assert isinstance(networks, ActorCritic)
         return ActorCriticLearner(networks, self.config, self.total_steps, self.seed, self.device)

@@ -22,6 +22,16 @@ class ActorCriticConfig:
     """Discount factor."""
     gae_lambda: float = 0.95
     """GAE lambda (1.0: Monte-Carlo advantages, 0.0: one-step TD)."""
+    advantages: Literal["gae", "vtrace"] = "gae"
+    """Advantages and value targets: GAE (on-policy), or V-trace, which corrects for acting with older parameters."""
+    vtrace_clip_rho: float = 1.0
+    """V-trace rho-bar: clip of the importance weight in the value target."""
+    vtrace_clip_c: float = 1.0
+    """V-trace c-bar: clip of the trace-cutting weights."""
+    vtrace_clip_pg_rho: float = 1.0
+    """V-trace clip of the importance weight in the policy-gradient advantage."""
+    vtrace_lambda: float = 1.0
+    """V-trace lambda: scales the trace-cutting weights (1.0: the paper's V-trace)."""
     lr: float = 3e-4
     """Learning rate."""
     lr_schedule: Literal["constant", "linear"] = "constant"
@@ -77,8 +87,16 @@ class ActorCriticConfig:
         require(self.vf_coef >= 0 and self.ent_coef >= 0, "vf_coef and ent_coef must be >= 0")
         require(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0 (0 = off), got {self.max_grad_norm}")
         require(all(h > 0 for h in self.hidden), f"hidden sizes must be > 0, got {list(self.hidden)}")
+        require(self.advantages in ("gae", "vtrace"), f"advantages must be gae or vtrace, got {self.advantages!r}")
+        positive(self, "vtrace_clip_rho", "vtrace_clip_c", "vtrace_clip_pg_rho")
+        in_range(self, "vtrace_lambda", 0.0, 1.0)
         require(self.activation in ("tanh", "relu", "elu", "silu"), f"activation must be tanh, relu, elu or silu; got {self.activation!r}")
 
+
+    @property
+    def one_gradient_per_update(self) -> bool:
+        """Whether one gradient of one rollout is one whole update (so a gradient can travel as a value)."""
+        return self.epochs == 1 and self.minibatch_size == 0 and not self.normalize_obs
 
 @dataclass
 class PPOConfig(ActorCriticConfig):
@@ -105,3 +123,83 @@ class A2CConfig(ActorCriticConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.loss == "a2c", f"a2c loss must be a2c, got {self.loss!r}")
+
+
+@dataclass
+class ImpalaConfig(ActorCriticConfig):
+    """IMPALA (Espeholt et al. 2018): actor-critic on V-trace targets, for actors acting with older parameters."""
+
+    loss: Literal["clip", "kl_penalty", "a2c"] = "a2c"
+    advantages: Literal["gae", "vtrace"] = "vtrace"
+    num_envs: int = 8
+    rollout_length: int = 32
+    lr: float = 1e-3
+    epochs: int = 1
+    minibatch_size: int = 0
+    gae_lambda: float = 1.0
+    ent_coef: float = 0.01
+    max_grad_norm: float = 40.0
+    normalize_advantages: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.loss == "a2c", f"impala loss must be a2c (use appo for the clipped objective), got {self.loss!r}")
+
+
+@dataclass
+class APPOConfig(ActorCriticConfig):
+    """APPO: PPO's clipped surrogate on V-trace advantages (the ratio is against the behaviour policy)."""
+
+    advantages: Literal["gae", "vtrace"] = "vtrace"
+    rollout_length: int = 32
+    lr: float = 1e-3
+    epochs: int = 2
+    minibatch_size: int = 128
+    gae_lambda: float = 1.0
+    ent_coef: float = 0.005
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.loss == "clip", f"appo loss must be clip, got {self.loss!r}")
+
+
+@dataclass
+class A3CConfig(ActorCriticConfig):
+    """A3C (Mnih et al. 2016): n-step actor-critic gradients computed by workers, applied asynchronously."""
+
+    loss: Literal["clip", "kl_penalty", "a2c"] = "a2c"
+    num_envs: int = 4
+    rollout_length: int = 8
+    lr: float = 1e-3
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    epochs: int = 1
+    minibatch_size: int = 0
+    gae_lambda: float = 1.0
+    ent_coef: float = 0.01
+    normalize_advantages: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.loss == "a2c", f"a3c loss must be a2c, got {self.loss!r}")
+        require(self.one_gradient_per_update, "a3c workers push one gradient per rollout: keep epochs=1, "
+                "minibatch_size=0 and normalize_obs=false")
+
+
+@dataclass
+class GA3CConfig(ActorCriticConfig):
+    """GA3C: A3C's n-step actor-critic loss, trained by one batching trainer fed by a prediction queue."""
+
+    loss: Literal["clip", "kl_penalty", "a2c"] = "a2c"
+    num_envs: int = 8
+    rollout_length: int = 32
+    lr: float = 1e-3
+    epochs: int = 1
+    minibatch_size: int = 0
+    gae_lambda: float = 1.0
+    ent_coef: float = 0.01
+    max_grad_norm: float = 40.0
+    normalize_advantages: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.loss == "a2c", f"ga3c loss must be a2c, got {self.loss!r}")

@@ -50,7 +50,6 @@ class EpisodeActor(Actor):
         self.copy_in = VariableCopier(networks)
         self._reset_partial()
         self.done: list[Episode] = []
-        self.last_actions: np.ndarray | None = None
 
     def _reset_partial(self) -> None:
         self.start_version = [self.version] * self.B

@@ -2,7 +2,8 @@
 
 For a few env copies and a small MLP, torch's per-operation overhead (several
 microseconds per op) costs more than the arithmetic; the same network evaluated with
-numpy on views of the very same parameter tensors is 2-3x faster. Both engines share
+numpy on views of the very same parameter tensors is 2-3x faster (the shared engine is
+``shoal.nets.numpy_mlp``, also used by the off-policy actors). Both engines share
 one interface and return numpy arrays; which one an actor uses depends only on the
 network and the batch size, never on the backend, so runs stay reproducible.
 """
@@ -10,12 +11,14 @@ network and the batch size, never on the backend, so runs stay reproducible.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
 
 from shoal.agents.pg.networks import ActorCritic
-from shoal.nets.heads import LOG_STD_MAX, LOG_STD_MIN
+from shoal.nets.heads import LOG_STD_MAX, LOG_STD_MIN, GaussianHead
+from shoal.nets.numpy_mlp import NumpyMLP, NumpyObsNorm, linear_layers, numpy_activation, on_cpu_float32, stacked_layers
 from shoal.nets.torsos import ParallelMLP
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -61,14 +64,15 @@ class NumpyEngine:
         self.net = net
         self.discrete = net.dist.__name__ == "Categorical"
         torso: ParallelMLP = net.torso  # type: ignore[assignment]
-        self.layers = [(w.detach().numpy(), b.detach().numpy()) for w, b in zip(torso.weights, torso.biases)]
-        self.act_fn = {"FastTanh": np.tanh, "Tanh": np.tanh, "ReLU": lambda x: np.maximum(x, 0, out=x)}[type(torso.act).__name__]
+        act = numpy_activation(torso.act)
+        # One MLP per slice: per-slice 2-D matmuls go to BLAS, numpy's broadcast 3-D matmul does not.
+        self.torsos = [NumpyMLP(stacked_layers(torso.weights, torso.biases, k), act, activate_last=True,
+                                source=list(torso.weights)) for k in (0, 1)]
         head = net.pi.logits if self.discrete else net.pi.mean
-        self.w_pi, self.b_pi = head.weight.detach().numpy(), head.bias.detach().numpy()
-        self.log_std = None if self.discrete else net.pi.log_std.detach().numpy()
-        self.w_v, self.b_v = net.v.v.weight.detach().numpy(), net.v.v.bias.detach().numpy()
-        norm = net.obs_norm
-        self.norm = (norm.mean.numpy(), norm.var.numpy(), norm.epsilon, norm.clip) if norm.enabled else None
+        self.pi_head = NumpyMLP(linear_layers([head]), None)  # type: ignore[list-item]
+        self.log_std = None if self.discrete else cast(GaussianHead, net.pi).log_std.detach().numpy()
+        self.v_head = NumpyMLP(linear_layers([net.v.v]), None)
+        self.norm = NumpyObsNorm(net.obs_norm)
         self.rng = np.random.default_rng(seed)
         self._rows = np.zeros(0, np.int64)
 
@@ -76,38 +80,30 @@ class NumpyEngine:
     def supports(net: ActorCritic) -> bool:
         """True for a fused MLP actor-critic with tanh/relu activations on CPU."""
         return (isinstance(net, ActorCritic) and getattr(net, "fused", False) and isinstance(net.torso, ParallelMLP)
-                and type(net.torso.act).__name__ in ("FastTanh", "Tanh", "ReLU") and net.obs_ndim == 1
-                and all(p.device.type == "cpu" for p in net.parameters()))
+                and numpy_activation(net.torso.act) is not None and net.obs_ndim == 1 and on_cpu_float32(net))
 
     def _torso(self, obs: np.ndarray, slices: tuple[int, ...] = (0, 1)) -> list[np.ndarray | None]:
-        x = obs.astype(np.float32, copy=False)
-        if self.norm is not None:
-            mean, var, eps, clip = self.norm
-            x = np.clip((x - mean) / np.sqrt(var + eps), -clip, clip).astype(np.float32, copy=False)
-        # Per-slice 2-D matmuls go to BLAS; numpy's broadcast 3-D matmul does not.
+        x = self.norm(obs)
         out: list[np.ndarray | None] = [None, None]
         for k in slices:
-            h = x
-            for w, b in self.layers:
-                h = h @ w[k]
-                h += b[k]
-                h = self.act_fn(h)
-            out[k] = h
+            out[k] = self.torsos[k](x)
         return out  # [policy features, value features]
 
     def act(self, obs: np.ndarray, with_value: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
         if len(self._rows) != len(obs):
             self._rows = np.arange(len(obs))
         h = self._torso(obs, (0, 1) if with_value else (0,))
-        out = h[0] @ self.w_pi.T
-        out += self.b_pi
-        value = (h[1] @ self.w_v.T)[:, 0] + self.b_v[0] if with_value else None
+        pi, v = h
+        assert pi is not None
+        out = self.pi_head(pi)
+        value = self.v_head(v)[:, 0] if v is not None else None
         if self.discrete:
             # Gumbel-max sampling; log-softmax through one logaddexp reduction.
             action = np.argmax(out + self.rng.gumbel(size=out.shape), axis=-1)
             rows = self._rows if len(self._rows) == len(out) else np.arange(len(out))
             logp = out[rows, action] - np.logaddexp.reduce(out, axis=-1)
             return action, logp.astype(np.float32), value, out
+        assert self.log_std is not None  # a Gaussian head's (continuous actions)
         log_std = np.clip(self.log_std, LOG_STD_MIN, LOG_STD_MAX)
         noise = self.rng.standard_normal(out.shape, dtype=np.float32)
         action = out + np.exp(log_std) * noise
@@ -116,11 +112,12 @@ class NumpyEngine:
         return action.astype(np.float32), logp.astype(np.float32), value, params
 
     def value(self, obs: np.ndarray) -> np.ndarray:
-        h = self._torso(obs, (1,))
-        return (h[1] @ self.w_v.T)[:, 0] + self.b_v[0]
+        v = self._torso(obs, (1,))[1]
+        assert v is not None
+        return self.v_head(v)[:, 0]
 
     def get_state(self) -> dict:
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state

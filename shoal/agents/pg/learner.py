@@ -5,21 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from shoal.agents.pg.config import ActorCriticConfig
-from shoal.agents.pg.loss import (adapt_kl_beta, explained_variance, policy_gradient_loss, ppo_clip_loss,
-                                  ppo_kl_penalty_loss, value_loss)
+from shoal.agents.pg.loss import adapt_kl_beta, explained_variance, policy_gradient_loss, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
 from shoal.agents.pg.networks import ActorCritic
 from shoal.core.interfaces import Learner
+from shoal.core.schedules import schedule
 from shoal.core.types import Rollout
-from shoal.returns import fold_truncation, gae
-from shoal.nets.optim import make_optimizer, optimizer_state, load_optimizer_state
-
-
-def linear(value: float, progress: float, schedule: str) -> float:
-    """``value`` decayed linearly to 0 as ``progress`` goes 0 -> 1 (or constant)."""
-    return value * max(0.0, 1.0 - progress) if schedule == "linear" else value
+from shoal.errors import ConfigError
+from shoal.nets.flat import flat_grad, set_flat_grad
+from shoal.nets.optim import clip_grad_norm_, load_optimizer_state, make_optimizer, optimizer_state
+from shoal.returns import fold_truncation, gae, vtrace
 
 
 class ActorCriticLearner(Learner):
@@ -43,11 +39,44 @@ class ActorCriticLearner(Learner):
         return self.version, {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
 
     def step(self, data: Any = None) -> dict[str, float]:
+        return self._train(data, apply=True)[1]
+
+    def compute_gradients(self, data: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The gradient of the loss on ``data`` as one flat CPU vector, not applied (A3C's workers).
+
+        Needs one full-batch pass (``epochs=1``, ``minibatch_size=0``): a gradient computed
+        elsewhere is one update. Parameters, optimiser and counters are left unchanged.
+        """
+        cfg = self.cfg
+        if not cfg.one_gradient_per_update:
+            raise ConfigError("gradients as values need epochs=1, minibatch_size=0 and normalize_obs=false "
+                              f"(got epochs={cfg.epochs}, minibatch_size={cfg.minibatch_size}, "
+                              f"normalize_obs={cfg.normalize_obs}); set them so one gradient is one update")
+        grad, metrics = self._train(data, apply=False)
+        assert grad is not None
+        return grad, metrics
+
+    def apply_gradients(self, grad: torch.Tensor, env_steps: int = 0) -> dict[str, float]:
+        """Apply a flat gradient computed elsewhere (clipped by ``max_grad_norm``); one new version."""
+        cfg = self.cfg
+        progress = self.env_steps / self.total_steps
+        for g in self.opt.param_groups:
+            g["lr"] = schedule(cfg.lr, 0.0, progress, cfg.lr_schedule)
+        params = list(self.net.parameters())
+        set_flat_grad(params, grad.to(self.device))
+        gn = clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else flat_grad(params).norm()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.version += 1
+        self.env_steps += int(env_steps)
+        return {"grad_norm": float(gn)}
+
+    def _train(self, data: Any, apply: bool) -> tuple[torch.Tensor | None, dict[str, float]]:
         rollout = Rollout.concat(data) if isinstance(data, list) else data
         cfg, dev = self.cfg, self.device
         progress = self.env_steps / self.total_steps
-        lr = linear(cfg.lr, progress, cfg.lr_schedule)
-        clip = linear(cfg.clip, progress, cfg.clip_schedule)
+        lr = schedule(cfg.lr, 0.0, progress, cfg.lr_schedule)
+        clip = schedule(cfg.clip, 0.0, progress, cfg.clip_schedule)
         for g in self.opt.param_groups:
             g["lr"] = lr
 
@@ -55,8 +84,12 @@ class ActorCriticLearner(Learner):
         r = {n: rollout.tensor(n, dev) for n in Rollout._SEQ}
         rewards, discounts = fold_truncation(r["rewards"], r["terminated"], r["truncated"], r["final_values"], cfg.gamma)
         values = r["values"]
-        adv = gae(rewards, values, rollout.tensor("bootstrap_value", dev), discounts, cfg.gae_lambda)
-        returns = adv + values
+        bootstrap = rollout.tensor("bootstrap_value", dev)
+        if cfg.advantages == "vtrace":
+            adv, returns = self._vtrace(r, rewards, discounts, values, bootstrap)
+        else:
+            adv = gae(rewards, values, bootstrap, discounts, cfg.gae_lambda)
+            returns = adv + values
 
         n = rewards.numel()
         flat = lambda x: x.reshape(n, *x.shape[2:])  # noqa: E731
@@ -67,11 +100,11 @@ class ActorCriticLearner(Learner):
 
         # Per-step metrics stay tensors (no host sync inside the loop); averaged once at the end.
         names = ("loss_pi", "loss_v", "entropy", "approx_kl", "clip_frac", "grad_norm")
-        totals = torch.zeros(len(names))
+        totals = torch.zeros(len(names), device=dev)
         count = 0
         dist = self.net.dist
         params_list = list(self.net.parameters())
-        zero = torch.zeros(())
+        zero = torch.zeros((), device=dev)
         batch = {"obs": obs, "actions": actions, "old_logp": old_logp, "old_params": old_params, "adv": adv,
                  "returns": returns, "old_values": old_values}
         for _ in range(cfg.epochs):
@@ -106,14 +139,23 @@ class ActorCriticLearner(Learner):
                     ent = zero
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                gn = nn.utils.clip_grad_norm_(params_list, cfg.max_grad_norm, foreach=True) if cfg.max_grad_norm > 0 else zero
-                self.opt.step()
+                if apply:
+                    gn = clip_grad_norm_(params_list, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else zero
+                    self.opt.step()
+                else:  # gradients as values: hand the raw gradient out, leave the parameters alone
+                    grad = flat_grad(params_list).cpu()
+                    self.opt.zero_grad(set_to_none=True)
+                    gn = grad.norm().to(dev)
                 with torch.no_grad():
                     # k3 estimator of KL(old || new): cheap and unbiased
                     approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean()
                     totals += torch.stack([loss_pi.detach(), loss_v.detach(), ent.detach(), approx_kl, clip_frac, gn.detach()])
                 count += 1
 
+        if not apply:
+            out = dict(zip(names, (totals / max(count, 1)).cpu().tolist()))
+            out["explained_variance"] = explained_variance(old_values, returns)
+            return grad, out
         if cfg.loss == "kl_penalty":
             # The paper adapts beta once per policy update, from the KL after the update.
             with torch.no_grad():
@@ -125,14 +167,26 @@ class ActorCriticLearner(Learner):
         self.net.obs_norm.update(r["obs"])
         self.version += 1
         self.env_steps += n
-        out = dict(zip(names, (totals / max(count, 1)).tolist()))
+        out = dict(zip(names, (totals / max(count, 1)).cpu().tolist()))
         with torch.no_grad():
             out["explained_variance"] = explained_variance(old_values, returns)
             if cfg.ent_coef == 0:
                 params, _ = self.net(obs)
                 out["entropy"] = float(dist.entropy(params).mean())
         out.update(lr=lr, clip=clip, kl_beta=self.beta, policy_lag=float(self.version - 1 - rollout.policy_version))
-        return out
+        return None, out
+
+    @torch.no_grad()
+    def _vtrace(self, r: dict[str, torch.Tensor], rewards: torch.Tensor, discounts: torch.Tensor, values: torch.Tensor,
+                bootstrap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """V-trace advantages and value targets of a rollout acted with (possibly older) behaviour parameters."""
+        cfg = self.cfg
+        T, B = rewards.shape
+        params, _ = self.net(r["obs"].reshape(T * B, *r["obs"].shape[2:]))
+        target_logp = self.net.dist.log_prob(params, r["actions"].reshape(T * B, *r["actions"].shape[2:])).reshape(T, B)
+        out = vtrace(target_logp - r["log_probs"], discounts, rewards, values, bootstrap,
+                     cfg.vtrace_clip_rho, cfg.vtrace_clip_c, cfg.vtrace_clip_pg_rho, lambda_=cfg.vtrace_lambda)
+        return out.pg_advantages, out.vs
 
     def state(self) -> dict[str, Any]:
         return {"networks": self.net.state_dict(), "optimizer": optimizer_state(self.opt), "generator": self.gen.get_state(),

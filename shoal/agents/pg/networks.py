@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
 
 from shoal.core.types import EnvSpec
-from shoal.nets.normalize import ObsNormalizer
 from shoal.nets import CategoricalHead, GaussianHead, ValueHead, make_torso
+from shoal.nets.normalize import ObsNormalizer
 from shoal.nets.torsos import ParallelMLP
 
 
@@ -39,7 +40,7 @@ class ActorCritic(nn.Module):
         else:
             in_dim = int(math.prod(spec.obs_shape)) if spec.obs_shape else 1
             self.torso = ParallelMLP(in_dim, hidden, k=2, act=activation)
-        d = self.torso.out_dim
+        d = cast(int, self.torso.out_dim)  # every torso records its feature width as an int ``out_dim``
         self.pi = CategoricalHead(d, spec.num_actions) if spec.discrete else GaussianHead(d, spec.num_actions, log_std_init)
         self.v = ValueHead(d)
         self.dist = self.pi.dist

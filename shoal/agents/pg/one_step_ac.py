@@ -20,8 +20,16 @@ from torch import nn
 from shoal.agents.pg.actor import GreedyPolicy, RolloutActor, SamplingPolicy
 from shoal.agents.pg.loss import policy_gradient_loss, value_loss
 from shoal.agents.pg.networks import ActorCritic
-from shoal.agents.pg.vanilla import (VanillaPGConfig, set_learning_rates, VariableCopier, gradient_step, learner_state, load_learner_state,
-                                     make_two_rate_optimizer, make_vanilla_networks)
+from shoal.agents.pg.vanilla import (
+    VanillaPGConfig,
+    VariableCopier,
+    gradient_step,
+    learner_state,
+    load_learner_state,
+    make_two_rate_optimizer,
+    make_vanilla_networks,
+    set_learning_rates,
+)
 from shoal.core.interfaces import Builder, Learner, Policy, Table
 from shoal.core.types import Rollout, StepResult
 from shoal.returns import fold_truncation
@@ -49,7 +57,8 @@ def one_step_targets(rewards: torch.Tensor, next_values: torch.Tensor, terminate
 
 
 def one_step_ac_loss(logp: torch.Tensor, values: torch.Tensor, targets: torch.Tensor,
-                     actor_discount: torch.Tensor | None = None, normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     actor_discount: torch.Tensor | None = None,
+                     normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss_pi, loss_v, delta)``: the actor's loss weighted by ``I * delta`` (no gradient) and the critic's ``0.5 delta^2``."""
     delta = (targets - values).detach()
     w = delta if actor_discount is None else actor_discount * delta
@@ -103,7 +112,9 @@ class OneStepACLearner(Learner):
         self.variables = self.net.state_dict(keep_vars=True)
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
-        return self.version, {k: v.detach().cpu() for k, v in self.variables.items()}
+        # Copies, also on the CPU (where .cpu() would alias the live weights): the caller may hold
+        # them, labelled with this version, while later steps update the weights in place.
+        return self.version, {k: v.detach().to("cpu", copy=True) for k, v in self.variables.items()}
 
     def step(self, data: Any = None) -> dict[str, float]:
         rollout = Rollout.concat(data) if isinstance(data, list) else data
@@ -145,10 +156,13 @@ class OneStepACBuilder(Builder):
         return make_vanilla_networks(self.config, self.env_spec)
 
     def make_policy(self, networks: nn.Module, evaluation: bool) -> Policy:
+        assert isinstance(networks, ActorCritic)
         return GreedyPolicy(networks) if evaluation else SamplingPolicy(networks, self.seed)
 
     def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1, seed: int = 0) -> StepCountingActor:
+        assert isinstance(networks, ActorCritic)
         return StepCountingActor(networks, self.env_spec, self.config.rollout_length, num_envs, seed)
 
     def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> OneStepACLearner:
+        assert isinstance(networks, ActorCritic)
         return OneStepACLearner(networks, self.config, self.total_steps, self.device)

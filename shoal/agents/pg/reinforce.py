@@ -23,8 +23,15 @@ from shoal.agents.pg.actor import GreedyPolicy, SamplingPolicy
 from shoal.agents.pg.episodic import Episode, EpisodeActor
 from shoal.agents.pg.loss import policy_gradient_loss, value_loss
 from shoal.agents.pg.networks import ActorCritic
-from shoal.agents.pg.vanilla import (VanillaPGConfig, set_learning_rates, gradient_step, learner_state, load_learner_state,
-                                     make_two_rate_optimizer, make_vanilla_networks)
+from shoal.agents.pg.vanilla import (
+    VanillaPGConfig,
+    gradient_step,
+    learner_state,
+    load_learner_state,
+    make_two_rate_optimizer,
+    make_vanilla_networks,
+    set_learning_rates,
+)
 from shoal.config import positive
 from shoal.core.interfaces import Builder, Learner, Policy, Table
 from shoal.returns import discounted_returns, fold_truncation
@@ -99,7 +106,9 @@ class ReinforceLearner(Learner):
         self.variables = self.net.state_dict(keep_vars=True)
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
-        return self.version, {k: v.detach().cpu() for k, v in self.variables.items()}
+        # Copies, also on the CPU (where .cpu() would alias the live weights): the caller may hold
+        # them, labelled with this version, while later steps update the weights in place.
+        return self.version, {k: v.detach().to("cpu", copy=True) for k, v in self.variables.items()}
 
     def step(self, data: Any = None) -> dict[str, float]:
         for item in data if isinstance(data, list) else [data]:
@@ -135,7 +144,8 @@ class ReinforceLearner(Learner):
         self.version += 1
         self.env_steps += sum(len(e) for e in episodes)
         return {"loss_pi": float(loss_pi.detach()), "loss_v": float(loss_v.detach()), "entropy": float(entropy.detach()),
-                "grad_norm": grad_norm, "lr": lr, "return_mean": float(returns.mean()), "weight_std": float(w.std()) if w.numel() > 1 else 0.0,
+                "grad_norm": grad_norm, "lr": lr, "return_mean": float(returns.mean()),
+                "weight_std": float(w.std()) if w.numel() > 1 else 0.0,
                 "episodes_per_update": float(len(episodes)),
                 "policy_lag": float(self.version - 1 - min(e.policy_version for e in episodes))}  # updates since the oldest began
 
@@ -159,10 +169,13 @@ class ReinforceBuilder(Builder):
         return make_vanilla_networks(self.config, self.env_spec)
 
     def make_policy(self, networks: nn.Module, evaluation: bool) -> Policy:
+        assert isinstance(networks, ActorCritic)
         return GreedyPolicy(networks) if evaluation else SamplingPolicy(networks, self.seed)
 
     def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1, seed: int = 0) -> EpisodeActor:
+        assert isinstance(networks, ActorCritic)
         return EpisodeActor(networks, self.env_spec, num_envs, seed)
 
     def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> ReinforceLearner:
+        assert isinstance(networks, ActorCritic)
         return ReinforceLearner(networks, self.config, self.total_steps, self.device)

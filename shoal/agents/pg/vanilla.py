@@ -15,8 +15,9 @@ from torch import nn
 
 from shoal.agents.pg.networks import ActorCritic
 from shoal.config import in_range, positive, require
+from shoal.core.schedules import schedule
 from shoal.core.types import EnvSpec
-from shoal.nets.optim import load_optimizer_state, optimizer_state
+from shoal.nets.optim import Optimizer, clip_grad_norm_, grad_norm, load_optimizer_state, make_optimizer, optimizer_state
 
 
 @dataclass
@@ -66,7 +67,7 @@ def make_vanilla_networks(cfg: VanillaPGConfig, spec: EnvSpec) -> ActorCritic:
     return ActorCritic(spec, cfg.hidden, cfg.activation, False, cfg.log_std_init, cfg.normalize_obs, fused=False)
 
 
-def make_two_rate_optimizer(net: ActorCritic, cfg: VanillaPGConfig) -> torch.optim.Optimizer:
+def make_two_rate_optimizer(net: ActorCritic, cfg: VanillaPGConfig) -> Optimizer:
     """One optimiser, two groups: the policy at ``lr``, the value function at ``vf_lr``."""
     value_ids = {id(p) for p in net.v.parameters()}
     if not net.shared:
@@ -76,14 +77,7 @@ def make_two_rate_optimizer(net: ActorCritic, cfg: VanillaPGConfig) -> torch.opt
     value = [p for p in net.parameters() if id(p) in value_ids]
     policy = [p for p in net.parameters() if id(p) not in value_ids]
     groups = [{"params": policy, "lr": cfg.lr}, {"params": value, "lr": cfg.vf_lr}]
-    if cfg.optimizer == "adam":
-        try:  # the fused kernel is several times faster for small nets
-            return torch.optim.Adam(groups, eps=cfg.optimizer_eps, fused=True)
-        except (RuntimeError, TypeError):
-            return torch.optim.Adam(groups, eps=cfg.optimizer_eps, foreach=True)
-    if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, alpha=0.99, eps=cfg.optimizer_eps, foreach=True)
-    return torch.optim.SGD(groups, foreach=True)
+    return make_optimizer(cfg.optimizer, groups, cfg.lr, cfg.optimizer_eps)
 
 
 class VariableCopier:
@@ -103,33 +97,31 @@ class VariableCopier:
             t.copy_(state_dict[k])
 
 
-def set_learning_rates(opt: torch.optim.Optimizer, cfg: VanillaPGConfig, progress: float) -> float:
+def set_learning_rates(opt: Optimizer, cfg: VanillaPGConfig, progress: float) -> float:
     """Apply ``cfg.lr_schedule`` at ``progress`` (fraction of the run); returns the policy's learning rate."""
-    scale = max(0.0, 1.0 - progress) if cfg.lr_schedule == "linear" else 1.0
-    opt.param_groups[0]["lr"] = cfg.lr * scale
-    opt.param_groups[1]["lr"] = cfg.vf_lr * scale
-    return cfg.lr * scale
+    opt.param_groups[0]["lr"] = lr = schedule(cfg.lr, 0.0, progress, cfg.lr_schedule)
+    opt.param_groups[1]["lr"] = schedule(cfg.vf_lr, 0.0, progress, cfg.lr_schedule)
+    return lr
 
 
-def gradient_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float) -> float:
+def gradient_step(params: list[nn.Parameter], opt: Optimizer, loss: torch.Tensor, max_grad_norm: float) -> float:
     """Backward, optional global-norm clip, optimiser step; returns the gradient norm before clipping."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    grads = [p.grad for p in params if p.grad is not None]
     if max_grad_norm > 0:
-        norm = float(nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_grad_norm, foreach=True))
+        norm = clip_grad_norm_(params, max_grad_norm)
     else:
-        norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))) if grads else 0.0
+        norm = grad_norm([p.grad for p in params if p.grad is not None])
     opt.step()
-    return norm
+    return float(norm)
 
 
-def learner_state(net: nn.Module, opt: torch.optim.Optimizer, **extra: Any) -> dict[str, Any]:
+def learner_state(net: nn.Module, opt: Optimizer, **extra: Any) -> dict[str, Any]:
     """A checkpointable learner state: networks, optimiser and plain counters."""
     return {"networks": net.state_dict(), "optimizer": optimizer_state(opt), **extra}
 
 
-def load_learner_state(net: nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def load_learner_state(net: nn.Module, opt: Optimizer, state: dict[str, Any]) -> None:
     """Restore the networks and optimiser from :func:`learner_state`."""
     net.load_state_dict(state["networks"])
     load_optimizer_state(opt, state["optimizer"])

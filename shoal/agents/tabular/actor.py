@@ -7,22 +7,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from shoal.agents.exploration import epsilon_greedy
 from shoal.agents.tabular.config import TabularConfig
 from shoal.agents.tabular.networks import QTable
-from shoal.agents.tabular.update import schedule
 from shoal.core.interfaces import Actor
+from shoal.core.schedules import schedule
 from shoal.core.types import StepResult
-
-
-def epsilon_greedy(q: np.ndarray, obs: np.ndarray, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Epsilon-greedy actions for a batch of states; greedy ties are broken uniformly at random."""
-    rows = q[obs]
-    best = rows == rows.max(axis=1, keepdims=True)
-    greedy = np.argmax(np.where(best, rng.random(rows.shape), -1.0), axis=1)
-    explore = rng.random(len(obs)) < epsilon
-    if explore.any():
-        greedy[explore] = rng.integers(0, q.shape[1], size=int(explore.sum()))
-    return greedy
 
 
 class TabularActor(Actor):
@@ -60,7 +50,7 @@ class TabularActor(Actor):
     @property
     def epsilon(self) -> float:
         c = self.cfg
-        return schedule(c.epsilon, c.epsilon_final, c.epsilon_schedule, self.steps * self.num_actors / self.total_steps, c.epsilon_decay)
+        return schedule(c.epsilon, c.epsilon_final, self.steps * self.num_actors / self.total_steps, c.epsilon_schedule, c.epsilon_decay)
 
     def load_variables(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
         """Adopt the learner's Q-table (skipped when the version is the one already held)."""
@@ -81,7 +71,7 @@ class TabularActor(Actor):
         if self.next_action is not None:  # Sarsa: the a' already used in the last target
             action, self.next_action = self.next_action, None
             return action
-        return epsilon_greedy(self.q, obs, self.epsilon, self.rng)
+        return epsilon_greedy(self.q.__getitem__, obs, self.epsilon, self.q.shape[1], self.rng, break_ties=True)
 
     def observe(self, action: np.ndarray, step: StepResult) -> None:
         t, b = self.t, self.buf
@@ -94,11 +84,11 @@ class TabularActor(Actor):
         self.steps += self.B
         if self.on_policy:
             eps = self.epsilon
-            nxt = epsilon_greedy(self.q, step.next_obs, eps, self.rng)
+            nxt = epsilon_greedy(self.q.__getitem__, step.next_obs, eps, self.q.shape[1], self.rng, break_ties=True)
             a2 = nxt.copy()
             trunc = step.truncated & ~step.terminated
             if trunc.any():  # bootstrap a truncated episode from an action picked at its final state
-                a2[trunc] = epsilon_greedy(self.q, s2[trunc], eps, self.rng)
+                a2[trunc] = epsilon_greedy(self.q.__getitem__, s2[trunc], eps, self.q.shape[1], self.rng, break_ties=True)
             b["a2"][t] = a2
             self.next_action = nxt
         self.first = done.copy()
@@ -133,5 +123,5 @@ class TabularPolicy:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, np.int64)
         if self.epsilon > 0:
-            return epsilon_greedy(self.q, obs, self.epsilon, self.rng)
+            return epsilon_greedy(self.q.__getitem__, obs, self.epsilon, self.q.shape[1], self.rng, break_ties=True)
         return self.q[obs].argmax(axis=1)

@@ -33,12 +33,15 @@ class TabularBuilder(Builder):
         return QTable(spec.num_obs_states, spec.num_actions, self.config.q_init)
 
     def make_policy(self, networks: nn.Module, evaluation: bool) -> Policy:
+        assert isinstance(networks, QTable)
         eps = self.config.eval_epsilon if evaluation else (
             self.config.epsilon if self.config.epsilon_schedule == "constant" else self.config.epsilon_final)
         return TabularPolicy(networks, eps, self.seed)
 
     def make_actor(self, networks: nn.Module, num_envs: int, actor_id: int = 0, num_actors: int = 1, seed: int = 0) -> TabularActor:
+        assert isinstance(networks, QTable)
         return TabularActor(networks, self.config, num_envs, seed, self.total_steps, num_actors, actor_id)
 
     def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> TabularLearner:
+        assert isinstance(networks, QTable)
         return TabularLearner(networks, self.config, self.total_steps)

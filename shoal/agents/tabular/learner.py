@@ -7,10 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from shoal.agents.tabular.config import TabularConfig
+from shoal.agents.tabular.config import SarsaLambdaConfig, TabularConfig
 from shoal.agents.tabular.networks import QTable
-from shoal.agents.tabular.update import q_learning_update, sarsa_lambda_update, sarsa_update, schedule
+from shoal.agents.tabular.update import q_learning_update, sarsa_lambda_update, sarsa_update
 from shoal.core.interfaces import Learner
+from shoal.core.schedules import schedule
 
 
 class TabularLearner(Learner):
@@ -41,7 +42,7 @@ class TabularLearner(Learner):
     def step(self, data: Any = None) -> dict[str, float]:
         batches = data if isinstance(data, list) else [data]
         cfg, q = self.cfg, self.q
-        alpha = schedule(cfg.alpha, cfg.alpha_final, cfg.alpha_schedule, self.env_steps / self.total_steps)
+        alpha = schedule(cfg.alpha, cfg.alpha_final, self.env_steps / self.total_steps, cfg.alpha_schedule)
         gamma = cfg.gamma
         abs_td, n = 0.0, 0
         for d in batches:
@@ -59,6 +60,8 @@ class TabularLearner(Learner):
                     elif cfg.update == "sarsa":
                         delta = sarsa_update(q, s[t][b], a[t][b], r[t][b], s2[t][b], a2[t][b], term[t][b], alpha, gamma)
                     else:
+                        # sarsa_lambda: traces were made for this batch above; lam and traces are its config's
+                        assert traces is not None and isinstance(cfg, SarsaLambdaConfig), "sarsa_lambda needs a SarsaLambdaConfig"
                         if first[t][b]:
                             traces[b].fill(0.0)
                         delta = sarsa_lambda_update(q, traces[b], s[t][b], a[t][b], r[t][b], s2[t][b], a2[t][b], term[t][b],
@@ -69,7 +72,7 @@ class TabularLearner(Learner):
         if n == 0:
             return {}
         self.version += 1
-        eps = schedule(cfg.epsilon, cfg.epsilon_final, cfg.epsilon_schedule, self.env_steps / self.total_steps, cfg.epsilon_decay)
+        eps = schedule(cfg.epsilon, cfg.epsilon_final, self.env_steps / self.total_steps, cfg.epsilon_schedule, cfg.epsilon_decay)
         return {"td_error_abs": abs_td / n, "alpha": alpha, "epsilon": eps}
 
     def state(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def grid_info(env: Any) -> GridInfo | None:
     made = isinstance(env, str)
     e = make_env(env) if made else env
     try:
-        u = e.unwrapped
+        u: Any = e.unwrapped
         name = type(u).__name__
         if name == "FrozenLakeEnv":
             cells = np.array([[c.decode() if isinstance(c, bytes) else c for c in row] for row in u.desc])
@@ -49,7 +49,7 @@ def grid_info(env: Any) -> GridInfo | None:
         if name == "CliffWalkingEnv":
             rows, cols = u.shape
             cells = np.full((rows, cols), ".", "<U1")
-            cells[np.asarray(u._cliff, bool)] = "C"
+            cells[np.asarray(u._cliff, np.bool_)] = "C"
             cells[rows - 1, 0], cells[rows - 1, cols - 1] = "S", "G"
             return GridInfo(cells, (UP, RIGHT, DOWN, LEFT), ("up", "right", "down", "left"))
         if name == "GridMaze":

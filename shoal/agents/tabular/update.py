@@ -10,21 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def schedule(start: float, end: float, kind: str, progress: float, decay: float = 1.0) -> float:
-    """A value moving from ``start`` to ``end`` as ``progress`` (fraction of the run) grows.
-
-    ``constant``: always ``start``. ``linear``: reaches ``end`` at ``progress = decay``
-    and stays. ``exponential``: ``end + (start - end) * 0.01 ** (progress / decay)``.
-    """
-    if kind == "constant":
-        return start
-    if kind == "linear":
-        return start + (end - start) * min(1.0, max(0.0, progress) / decay)
-    if kind == "exponential":
-        return end + (start - end) * 0.01 ** (max(0.0, progress) / decay)
-    raise ValueError(f"unknown schedule {kind!r}; use constant, linear or exponential")
-
-
 def q_learning_update(q: np.ndarray, s: int, a: int, r: float, s2: int, terminated: bool, alpha: float, gamma: float) -> float:
     """``Q(s,a) += alpha (r + gamma max_a' Q(s',a') - Q(s,a))``; returns the TD error."""
     target = r if terminated else r + gamma * q[s2].max()

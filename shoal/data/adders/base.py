@@ -75,6 +75,7 @@ class BaseAdder(Adder):
         if self.table is None:
             self._pending.append(items)
             return
+        priorities: np.ndarray | None
         if self.priority_fn is not None:
             priorities = np.asarray(self.priority_fn(items))
         else:

@@ -92,9 +92,9 @@ class SequenceAdder(BaseAdder):
             buf[k][rows, pos] = v
         self._u += 1
 
-        out = [self._complete(c) for c in np.flatnonzero(self._aligned_full())]
+        out = [self._complete(int(c)) for c in np.flatnonzero(self._aligned_full())]
         final_obs = np.asarray(step.final_obs)
-        for c in np.flatnonzero(done):
+        for c in map(int, np.flatnonzero(done)):
             p = self._u[c] % self.length  # the final-observation timestep
             for k in buf:
                 buf[k][c, p] = 0
@@ -104,12 +104,12 @@ class SequenceAdder(BaseAdder):
                 out.append(self._complete(c))
             out.extend(self._padded(c))
             self._u[c] = 0
-        out = [o for o in out if o is not None]
-        if out:
-            copies = np.array([o.pop("_copy") for o in out])
-            starts = np.array([o.pop("_start") for o in out])
+        done_items = [o for o in out if o is not None]
+        if done_items:
+            copies = np.array([o.pop("_copy") for o in done_items])
+            starts = np.array([o.pop("_start") for o in done_items])
             order = np.lexsort((starts, copies))
-            self._emit({k: np.stack([out[i][k] for i in order]) for k in out[0]})
+            self._emit({k: np.stack([done_items[i][k] for i in order]) for k in done_items[0]})
         self._obs = np.array(step.next_obs, copy=True)
 
     def _aligned_full(self) -> np.ndarray:

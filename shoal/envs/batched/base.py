@@ -43,7 +43,7 @@ class BatchedVectorEnv(VectorEnv):
     current observations). Both keys are present at every step.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
     #: The Gymnasium id whose dynamics (and time limit) this class reproduces.
     gym_id: ClassVar[str]

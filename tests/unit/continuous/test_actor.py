@@ -8,7 +8,8 @@ import torch
 
 from shoal.agents.continuous.builder import ContinuousBuilder
 from shoal.agents.continuous.config import ApexDDPGConfig, DDPGConfig, SACConfig, TD3Config
-from shoal.agents.continuous.noise import GaussianNoise, OrnsteinUhlenbeckNoise, actor_noise_sigma
+from shoal.agents.continuous.noise import GaussianNoise, OrnsteinUhlenbeckNoise
+from shoal.core.schedules import per_actor_exponent
 from shoal.core.types import EnvSpec, StepResult
 from shoal.envs.make import env_spec
 from shoal.errors import ConfigError
@@ -65,12 +66,12 @@ def test_ou_noise_is_correlated_and_resets_per_copy() -> None:
 
 
 def test_per_actor_noise_scales_spread_like_apex_epsilons() -> None:
-    assert actor_noise_sigma(0.3, 0, 1, 3.0) == pytest.approx(0.3)
-    assert actor_noise_sigma(0.3, 0, 4, 3.0) == pytest.approx(0.3)
-    assert actor_noise_sigma(0.3, 3, 4, 3.0) == pytest.approx(0.3 ** 4)
-    sig = [actor_noise_sigma(0.3, i, 8, 3.0) for i in range(8)]
+    assert per_actor_exponent(0.3, 0, 1, 3.0) == pytest.approx(0.3)
+    assert per_actor_exponent(0.3, 0, 4, 3.0) == pytest.approx(0.3)
+    assert per_actor_exponent(0.3, 3, 4, 3.0) == pytest.approx(0.3 ** 4)
+    sig = [per_actor_exponent(0.3, i, 8, 3.0) for i in range(8)]
     assert all(a > b for a, b in zip(sig, sig[1:]))
-    assert actor_noise_sigma(0.3, 5, 8, 0.0) == pytest.approx(0.3)
+    assert per_actor_exponent(0.3, 5, 8, 0.0) == pytest.approx(0.3)
     cfg = ApexDDPGConfig(hidden=(8,), noise_sigma=0.3, actor_noise_alpha=3.0)
     b = ContinuousBuilder(cfg, env_spec("Pendulum-v1"))
     assert [b.make_actor(b.make_networks(), 1, i, 4, i).sigma for i in range(4)] == pytest.approx(

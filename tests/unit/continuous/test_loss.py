@@ -8,9 +8,17 @@ import torch
 
 from shoal.agents.continuous.builder import ContinuousBuilder
 from shoal.agents.continuous.config import SACConfig, TD3Config
-from shoal.agents.continuous.loss import (critic_loss, default_target_entropy, dpg_actor_loss, min_over_critics,
-                                          polyak_update_, sac_actor_loss, sac_alpha_loss, smooth_target_action,
-                                          soft_value, td_target)
+from shoal.agents.continuous.loss import (
+    critic_loss,
+    default_target_entropy,
+    dpg_actor_loss,
+    min_over_critics,
+    sac_actor_loss,
+    sac_alpha_loss,
+    smooth_target_action,
+    soft_value,
+    td_target,
+)
 from shoal.agents.continuous.targets import dpg_next_value
 from shoal.envs.make import env_spec
 
@@ -40,17 +48,6 @@ def test_td3_next_value_uses_smoothed_target_action_and_min_of_target_critics() 
         mu = net.policy_target(next_obs)
         big = smooth_target_action(mu, torch.full_like(mu, 5.0), 0.5)
     assert ((big - mu) <= 0.5 + 1e-6).all() and (big <= 1.0).all()
-
-
-def test_polyak_update_on_tensors_and_lists() -> None:
-    target, online = torch.tensor([0.0, 10.0]), torch.tensor([1.0, 0.0])
-    polyak_update_(target, online, 0.1)
-    assert torch.allclose(target, torch.tensor([0.1, 9.0]))
-    ts, os_ = [torch.zeros(2), torch.ones(3)], [torch.ones(2), torch.zeros(3)]
-    polyak_update_(ts, os_, 0.25)
-    assert torch.allclose(ts[0], torch.full((2,), 0.25)) and torch.allclose(ts[1], torch.full((3,), 0.75))
-    polyak_update_(target, online, 1.0)
-    assert torch.equal(target, online)
 
 
 def test_td_target_soft_value_and_min() -> None:

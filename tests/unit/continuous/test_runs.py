@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,28 +16,45 @@ OVR = {"hidden": [16, 16], "batch_size": 32, "learning_starts": 100, "checkpoint
 
 
 @pytest.mark.parametrize("algo", ["sac", "td3", "ddpg"])
-def test_resume_finishes_like_the_uninterrupted_run(algo: str, tmp_path: Path) -> None:
+def test_resume_continues_counters_and_replay_from_the_checkpoint(algo: str, tmp_path: Path,
+                                                                 crash_after_checkpoint) -> None:
+    # That a resume restores every tensor (weights, optimisers, generators, replay) is
+    # tests/reliability/test_resume.py::test_resume_restores_every_tensor_of_the_checkpoint; here the
+    # resumed run goes on and its counters and replay must continue the checkpoint's.
+    ovr = dict(OVR, noise="ou") if algo == "ddpg" else OVR
     full = shoal.train(algo, "Pendulum-v1", steps=400, seed=1, run_dir=tmp_path / "full", quiet=True,
-                       tensorboard=False, overrides=dict(OVR, noise="ou") if algo == "ddpg" else OVR)
+                       tensorboard=False, overrides=ovr)
     part = tmp_path / "part"
-    shutil.copytree(full.run_dir, part)
-    for j in list_checkpoints(part / "checkpoints"):
-        if int(j.stem.split("-")[-1]) > 200:  # as if the run died after its 200-step checkpoint
-            j.unlink()
-            j.with_suffix(".safetensors").unlink()
-    (part / "eval.json").unlink()
+    crash_after_checkpoint(200)  # the same run, dying right after its 200-step checkpoint
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        shoal.train(algo, "Pendulum-v1", steps=400, seed=1, run_dir=part, quiet=True, tensorboard=False, overrides=ovr)
+    ck, _ = load_checkpoint(list_checkpoints(part / "checkpoints")[-1])
+
+    def opt_steps(learner: dict, name: str) -> int:  # the flat buffer is the optimiser's one parameter
+        return int(learner[name]["state"][0]["step"])
+
+    assert ck["program"]["learner"]["steps"] == opt_steps(ck["program"]["learner"], "critic_opt") == 100
     resumed = shoal.train(resume=part, quiet=True, tensorboard=False)
     assert resumed.env_steps == full.env_steps == 400
     a, _ = load_checkpoint(list_checkpoints(full.run_dir / "checkpoints")[-1])
     b, _ = load_checkpoint(list_checkpoints(part / "checkpoints")[-1])
-    # Counters continue where the checkpoint left them: 300 gradient steps in both runs.
+    # Counters continue where the checkpoint left them: 300 gradient steps in both runs (200 if restarted).
     assert a["program"]["learner"]["steps"] == b["program"]["learner"]["steps"] == 300
-    assert a["program"]["learner"]["critic_opt"]["t"] == b["program"]["learner"]["critic_opt"]["t"] == 300
-    # The replay table came back with the checkpoint: all 400 transitions are stored at the end.
-    # (Envs restart fresh episodes on resume, so the weights themselves differ from the full run's.)
-    for tree in (a, b):
-        table = tree["program"]["learner_node"]["tables"]["replay"]
-        assert table["index"]["size"] == 400 and len(table["storage"]["fields"]["reward"]) == 400
+    assert opt_steps(a["program"]["learner"], "critic_opt") == opt_steps(b["program"]["learner"], "critic_opt") == 300
+    assert opt_steps(a["program"]["learner"], "policy_opt") == opt_steps(b["program"]["learner"], "policy_opt")
+    assert b["program"]["learner_node"]["learner_steps"] == 300 and b["runner"]["episodes"] == a["runner"]["episodes"] == 2
+    assert b["runner"]["wall_time_s"] > ck["runner"]["wall_time_s"]
+    # The replay table came back with the checkpoint: its 200 transitions are still stored, unchanged,
+    # ahead of the 200 the resumed run added. The envs restart fresh episodes on resume, so those 200
+    # (and hence the weights trained on them) differ from the uninterrupted run's.
+    fields = {name: t["program"]["learner_node"]["tables"]["replay"]["storage"]["fields"] for name, t in
+              (("ck", ck), ("full", a), ("resumed", b))}
+    assert len(fields["ck"]["reward"]) == 200
+    assert len(fields["full"]["reward"]) == len(fields["resumed"]["reward"]) == 400
+    for key in ("obs", "action", "reward", "next_obs"):
+        assert np.array_equal(fields["resumed"][key][:200], fields["ck"][key])
+        assert np.array_equal(fields["full"][key][:200], fields["ck"][key])
+    assert not np.array_equal(fields["resumed"]["obs"][200:], fields["full"]["obs"][200:])
 
 
 def test_observation_normalisation_learns_statistics(tmp_path: Path) -> None:

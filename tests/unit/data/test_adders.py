@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from shoal.core.types import StepResult
-from shoal.data import (EpisodeAdder, NStepTransitionAdder, ReplayTable, SequenceAdder, TransitionAdder,
-                        split_priorities)
+from shoal.data import EpisodeAdder, NStepTransitionAdder, ReplayTable, SequenceAdder, TransitionAdder, split_priorities
 from shoal.errors import ShoalError
 
 #          obs,  reward, terminated, truncated, final, next_obs   (per step t = 0..6)
@@ -92,8 +91,10 @@ def test_n_step_adder_writes_to_a_table_with_actor_priorities():
     assert "priority" not in stored
     weights = table.selector.tree.get(table.index.live_slots())
     np.testing.assert_allclose(weights, stored["obs"][:, 0] + 1)  # priority extra = obs + 1
-    items, p = split_priorities({"priority": np.ones(2), "x": np.zeros(2)})
-    assert set(items) == {"x"} and p is not None
+    items, p = split_priorities({"priority": np.array([0.5, 2.0]), "x": np.zeros(2)})
+    assert set(items) == {"x"} and p.tolist() == [0.5, 2.0]
+    items, p = split_priorities({"x": np.zeros(2)})
+    assert set(items) == {"x"} and p is None
 
 
 # (after step, copy, start): obs, reward, discount, mask      (L = 3, period = 2, gamma = 0.5)

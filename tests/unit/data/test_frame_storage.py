@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from shoal.core.types import StepResult
-from shoal.data import (ArrayStorage, FrameStackStorage, NStepTransitionAdder, ReplayTable, TransitionAdder,
-                        Uniform)
+from shoal.data import ArrayStorage, FrameStackStorage, NStepTransitionAdder, ReplayTable, TransitionAdder, Uniform
 from shoal.errors import ShoalError
 
 STACK = 4

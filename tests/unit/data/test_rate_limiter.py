@@ -58,8 +58,9 @@ def test_nonblocking_sample_raises_or_returns_none():
     with pytest.raises(RateLimited, match="within 0.05 s"):
         table.sample(1, timeout=0.05)
     assert time.perf_counter() - t0 < 2.0
-    table.insert(one())
-    assert table.try_sample(2) is not None
+    table.insert(one(1.0))
+    sampled = table.try_sample(2)  # 3 items now meet min_size 3: a batch of 2 (items, keys, weights)
+    assert sampled is not None and len(sampled[0]["x"]) == 2 and len(sampled[1]) == 2
 
 
 def test_blocked_sample_wakes_up_when_an_insert_allows_it():

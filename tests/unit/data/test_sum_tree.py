@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from shoal.data import LinearSchedule, ReplayTable, SumTree, importance_weights
+from shoal.core.schedules import LinearSchedule
+from shoal.data import ReplayTable, SumTree, importance_weights
 from shoal.errors import ShoalError
 
 

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from shoal.data import (FrameStackStorage, MaxHeap, Prioritized, ReplayTable, Uniform, load_table,
-                        save_table)
+from shoal.data import FrameStackStorage, MaxHeap, Prioritized, ReplayTable, Uniform, load_table, save_table
 from shoal.errors import ShoalError
 
 

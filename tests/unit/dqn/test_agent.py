@@ -8,9 +8,10 @@ import torch
 
 from shoal.agents.dqn.builder import DQNBuilder
 from shoal.agents.dqn.config import ApexDQNConfig, DQNConfig
-from shoal.agents.dqn.loss import apex_epsilon, double_q_target, huber, q_learning_target
+from shoal.agents.dqn.loss import double_q_target, huber, q_learning_target
 from shoal.agents.dqn.networks import QNetwork
 from shoal.config import build
+from shoal.core.schedules import per_actor_exponent
 from shoal.core.types import EnvSpec, StepResult
 from shoal.data import importance_weights
 from shoal.errors import ConfigError, EnvError
@@ -82,8 +83,8 @@ def test_double_and_plain_targets_differ_when_nets_disagree():
     _, _, plain = make(double=False)
     _, _, dbl = make(double=True)
     with torch.no_grad():
-        for l in (plain, dbl):
-            l.target.q.bias.copy_(torch.tensor([0.0, 5.0, -5.0]))
+        for learner in (plain, dbl):
+            learner.target.q.bias.copy_(torch.tensor([0.0, 5.0, -5.0]))
     assert plain.update(batch())[0]["loss"] != pytest.approx(dbl.update(batch())[0]["loss"])
 
 
@@ -181,7 +182,7 @@ def test_actor_epsilon_uses_global_steps_and_apex_formula():
     assert actor.epsilon == pytest.approx(1.0 - 0.9 * 200 / 500)
     ab = DQNBuilder(ApexDQNConfig(), SPEC, 1000)
     eps = [ab.make_actor(ab.make_networks(), 1, i, 5).epsilon for i in range(5)]
-    assert eps == pytest.approx([apex_epsilon(i, 5, 0.4, 7.0) for i in range(5)])
+    assert eps == pytest.approx([per_actor_exponent(0.4, i, 5, 7.0) for i in range(5)])
 
 
 def test_actor_drains_nstep_items_with_td_priorities():

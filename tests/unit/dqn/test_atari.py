@@ -1,13 +1,23 @@
-"""The Atari wrappers on a tiny fake ALE-like env (ale-py is not needed)."""
+"""The Atari wrappers' logic on a tiny fake ALE-like env, step by step (the real emulator: tests/unit/envs/test_ale.py)."""
 
-import importlib.util
+import sys
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
-from shoal.envs.atari import (AtariEnv, ClipReward, EpisodicLife, FireReset, MaxAndSkip, NoopReset, WarpFrame,
-                              make_atari_env, wrap_atari)
+from shoal.envs.atari import (
+    AtariEnv,
+    ClipReward,
+    EpisodicLife,
+    FireOnLifeLoss,
+    FireReset,
+    MaxAndSkip,
+    NoopReset,
+    WarpFrame,
+    make_atari_env,
+    wrap_atari,
+)
 from shoal.errors import EnvError
 
 H, W = 210, 160
@@ -160,21 +170,68 @@ def test_full_chain_gives_stacked_84x84_frames():
     assert w.observation_space.shape == (4, 84, 84)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ale_py") is not None, reason="ale-py is installed")
-def test_make_atari_env_without_ale_py_says_what_to_install():
+def test_episodic_life_starts_a_new_game_on_a_seeded_reset():
+    env = FakeAtari(life_loss_at=(3,), lives=3)
+    w = EpisodicLife(env)
+    w.reset(seed=0)
+    for _ in range(3):
+        w.step(2)
+    w.reset(seed=1)
+    assert env.resets == 2 and env.t == 0
+
+
+def test_fire_reset_keeps_the_reset_info():
+    class Info(FakeAtari):
+        def reset(self, **kwargs):
+            return super().reset(**kwargs)[0], {"from_reset": True}
+
+    assert FireReset(Info()).reset()[1] == {"from_reset": True}
+
+
+def test_fire_on_life_loss_takes_the_steps_of_a_life_loss_reset_in_the_same_step():
+    env = FakeAtari(life_loss_at=(2,), lives=3)
+    w = FireOnLifeLoss(env)
+    w.reset()
+    assert w.step(2)[1] == 2.5 and env.actions == [2]
+    _, reward, term, _, _ = w.step(2)  # the life is lost here: no-op, FIRE, 2 follow, their reward counted
+    assert env.actions == [2, 2, 0, 1, 2] and reward == 5.0 and not term
+
+
+def test_the_time_limit_ends_the_game_not_a_life():
+    env = FakeAtari(life_loss_at=(4,), lives=3)
+    w = wrap_atari(env, noop_max=0, frame_skip=1, fire_reset=False, frame_stack=1, max_episode_steps=6)
+    w.reset(seed=0)
+    ends = []
+    for _ in range(6):
+        _, _, term, trunc, info = w.step(2)
+        if term or trunc:
+            ends.append((term, trunc, info.get("episode")))
+            w.reset()
+    # A life lost at game step 4 (the game goes on after one no-op step), the whole game cut at
+    # game step 6 (5 steps of action 2 and the no-op) and reset.
+    assert ends == [(True, False, None), (False, True, {"r": 12.5, "l": 6})]
+    assert env.resets == 2 and env.t == 1 and env.actions == [2] * 4 + [0] + [2] * 2
+
+
+def test_the_full_chain_reports_the_raw_score_of_the_game():
+    env = FakeAtari(life_loss_at=(40, 80), lives=2)
+    w = wrap_atari(env)  # rewards 2.5 a frame for action 2, clipped to 1 per agent step
+    w.reset(seed=0)
+    clipped, reports = 0.0, []
+    while not reports:
+        _, r, term, trunc, info = w.step(2)
+        clipped += r
+        if "episode" in info:
+            reports.append(info["episode"])
+            score = 2.5 * sum(1 for a in env.actions if a == 2)  # FIRE resets' action 2 included
+        elif term or trunc:
+            w.reset()
+    assert reports[0]["r"] == score and clipped < score / 4
+
+
+def test_make_atari_env_without_ale_py_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # as if ale-py were not installed
     with pytest.raises(EnvError, match=r"pip install 'shoal\[atari\]'"):
         make_atari_env("ALE/Pong-v5")
     with pytest.raises(EnvError):
         AtariEnv("ALE/Pong-v5")()
-
-
-def test_dqn_trains_on_the_wrapped_fake_env_with_the_nature_cnn(tmp_path):
-    import shoal
-
-    def factory():
-        return wrap_atari(FakeAtari(life_loss_at=(30, 60), lives=2, max_t=80), noop_max=3)
-
-    r = shoal.train("dqn", env=factory, steps=160, run_dir=tmp_path / "run", quiet=True, tensorboard=False,
-                    overrides={"learning_starts": 64, "batch_size": 8, "buffer_size": 256, "train_freq": 32,
-                               "gradient_steps": 2, "frame_storage": True, "eval_episodes": 1, "checkpoint_every": 100})
-    assert r.env_steps >= 160 and r.eval is not None

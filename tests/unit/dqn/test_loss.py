@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from shoal.agents.dqn.loss import (apex_epsilon, clip_grad_norm, double_q_target, dueling_aggregate, huber,
-                                   linear_epsilon, polyak_update, priorities_from_td, q_learning_target, td_loss)
+from shoal.agents.dqn.loss import double_q_target, dueling_aggregate, huber, priorities_from_td, q_learning_target, td_loss
 from shoal.core.types import StepResult
 from shoal.data import NStepTransitionAdder, importance_weights
 
@@ -104,37 +103,3 @@ def test_dueling_aggregation():
     a = T([[1.0, 2.0, 3.0], [0.0, 0.0, 3.0]])
     assert torch.allclose(dueling_aggregate(v, a), T([[0.0, 1.0, 2.0], [1.0, 1.0, 4.0]]))
     assert torch.allclose(dueling_aggregate(v.unsqueeze(1), a), dueling_aggregate(v, a))
-
-
-def test_polyak_update_soft_and_hard():
-    target, online = [T([0.0, 0.0]), T([1.0])], [T([1.0, 2.0]), T([3.0])]
-    polyak_update(target, online, 0.1)
-    assert torch.allclose(target[0], T([0.1, 0.2])) and torch.allclose(target[1], T([1.2]))  # 1 + 0.1 * (3 - 1)
-    polyak_update(target, online, 1.0)
-    assert torch.equal(target[0], online[0]) and torch.equal(target[1], online[1])
-
-
-def test_clip_grad_norm():
-    g = [T([3.0]), T([4.0])]
-    norm = clip_grad_norm(g, 1.0)
-    assert float(norm) == pytest.approx(5.0)
-    assert torch.allclose(torch.cat(g), T([0.6, 0.8]), atol=1e-6)
-    g = [T([0.3, 0.4])]
-    clip_grad_norm(g, 1.0)
-    assert torch.allclose(g[0], T([0.3, 0.4]))
-
-
-def test_linear_epsilon():
-    assert linear_epsilon(0, 1.0, 0.05, 100) == 1.0
-    assert linear_epsilon(50, 1.0, 0.05, 100) == pytest.approx(0.525)
-    assert linear_epsilon(100, 1.0, 0.05, 100) == pytest.approx(0.05)
-    assert linear_epsilon(10_000, 1.0, 0.05, 100) == pytest.approx(0.05)
-    assert linear_epsilon(5, 1.0, 0.05, 0) == 0.05
-
-
-def test_apex_epsilon():
-    assert apex_epsilon(0, 8) == pytest.approx(0.4)
-    assert apex_epsilon(7, 8) == pytest.approx(0.4 ** 8)
-    assert apex_epsilon(3, 8) == pytest.approx(0.4 ** 4)  # 1 + 7 * 3 / 7
-    assert apex_epsilon(1, 3, 0.5, 2.0) == pytest.approx(0.5 ** 2)
-    assert apex_epsilon(0, 1) == pytest.approx(0.4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shoal.agents.tabular.actor import TabularActor, TabularPolicy, epsilon_greedy
+from shoal.agents.tabular.actor import TabularActor, TabularPolicy
 from shoal.agents.tabular.builder import TabularBuilder
 from shoal.agents.tabular.config import QLearningConfig, SarsaConfig
 from shoal.agents.tabular.networks import QTable
@@ -17,16 +17,6 @@ from shoal.errors import EnvError
 def _step(next_obs, reward, terminated, truncated, final_obs) -> StepResult:
     return StepResult(np.array(next_obs), np.array(reward, np.float32), np.array(terminated), np.array(truncated),
                       np.array(final_obs))
-
-
-def test_epsilon_greedy_breaks_ties_at_random_and_explores() -> None:
-    rng = np.random.default_rng(0)
-    q = np.array([[0.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
-    picks = epsilon_greedy(q, np.zeros(3000, np.int64), 0.0, rng)
-    assert set(np.bincount(picks, minlength=3) > 800) == {True}  # ties: uniform
-    assert (epsilon_greedy(q, np.ones(100, np.int64), 0.0, rng) == 1).all()
-    explored = epsilon_greedy(q, np.ones(3000, np.int64), 0.3, rng)
-    assert (explored != 1).mean() == pytest.approx(0.2, abs=0.03)  # 0.3 * 2/3 of random picks are not greedy
 
 
 def test_sarsa_actor_takes_the_action_it_bootstrapped_from() -> None:
@@ -43,9 +33,26 @@ def test_sarsa_actor_takes_the_action_it_bootstrapped_from() -> None:
     assert d["s"].tolist() == [[0, 1], [2, 3], [0, 1]]
     assert d["s2"].tolist() == [[2, 3], [3, 2], [2, 3]]  # final observations where episodes ended
     assert d["a2"][0].tolist() == a1.tolist()  # a' of step 0 is the action actually taken at step 1
-    assert d["a2"][1].tolist() != [] and d["first"].tolist() == [[True, True], [False, False], [True, True]]
+    # Copy 0 is never truncated: each a' is the action it actually takes next, across its episode end too.
+    assert d["a2"][1][0] == a2[0] and d["a"][1:, 0].tolist() == d["a2"][:2, 0].tolist()
+    assert d["first"].tolist() == [[True, True], [False, False], [True, True]]
     assert d["terminated"][1].tolist() == [True, False] and d["truncated"][1].tolist() == [False, True]
     assert actor.drain()["s"].shape == (0, 2)
+
+
+def test_sarsa_bootstraps_a_truncated_episode_from_an_action_at_its_final_state() -> None:
+    net = QTable(4, 2)
+    net.numpy()[2] = [0.0, 1.0]  # greedy at the final state 2: action 1
+    net.numpy()[1] = [1.0, 0.0]  # greedy at the reset state 1: action 0
+    actor = TabularActor(net, SarsaConfig(epsilon=0.0, rollout_length=2), num_envs=1, seed=0, total_steps=100)
+    actor.observe_first(np.array([3]))
+    a0 = actor.select_action(np.array([3]))
+    actor.observe(a0, _step([1], [0.0], [False], [True], [2]))  # time limit at state 2; the env reset to 1
+    a1 = actor.select_action(np.array([1]))
+    actor.observe(a1, _step([1], [0.0], [False], [False], [1]))
+    d = actor.drain()
+    assert d["s2"][0].tolist() == [2] and d["a2"][0].tolist() == [1]  # a' picked at the final state
+    assert a1.tolist() == [0]  # while the next episode starts with the action picked at its reset state
 
 
 def test_q_learning_actor_uses_new_table_and_skips_same_version() -> None:

@@ -13,8 +13,7 @@ import torch
 
 from shoal.agents.pg.episodic import Episode, EpisodeActor
 from shoal.agents.pg.one_step_ac import OneStepACConfig, OneStepACLearner, one_step_ac_loss, one_step_targets
-from shoal.agents.pg.reinforce import (ReinforceConfig, ReinforceLearner, episode_returns, reinforce_loss,
-                                       reinforce_weights)
+from shoal.agents.pg.reinforce import ReinforceConfig, ReinforceLearner, episode_returns, reinforce_loss, reinforce_weights
 from shoal.agents.pg.vanilla import make_vanilla_networks
 from shoal.core.types import EnvSpec, StepResult
 from shoal.nets.heads import Categorical

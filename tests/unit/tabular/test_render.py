@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 import shoal
-from shoal.agents.tabular.render import (grid_info, greedy_grid_text, load_q_table, plot_q_table, plot_run,
-                                         q_table_text)
+from shoal.agents.tabular.render import greedy_grid_text, grid_info, load_q_table, plot_q_table, plot_run, q_table_text
 
 
 def test_grid_info_of_known_grid_worlds() -> None:

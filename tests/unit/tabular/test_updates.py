@@ -8,7 +8,7 @@ import pytest
 from shoal.agents.tabular.config import QLearningConfig, SarsaConfig, SarsaLambdaConfig
 from shoal.agents.tabular.learner import TabularLearner
 from shoal.agents.tabular.networks import QTable
-from shoal.agents.tabular.update import q_learning_update, sarsa_lambda_update, sarsa_update, schedule
+from shoal.agents.tabular.update import q_learning_update, sarsa_lambda_update, sarsa_update
 from shoal.errors import ConfigError
 
 
@@ -129,14 +129,6 @@ def test_learner_state_round_trip() -> None:
     assert b.version == 7
     version, variables = a.get_variables()
     assert version == 7 and set(variables) == {"q"}
-
-
-def test_schedules() -> None:
-    assert schedule(1.0, 0.1, "constant", 0.7) == 1.0
-    assert schedule(1.0, 0.1, "linear", 0.25, decay=0.5) == pytest.approx(0.55)
-    assert schedule(1.0, 0.1, "linear", 0.9, decay=0.5) == pytest.approx(0.1)
-    assert schedule(1.0, 0.0, "exponential", 0.5, decay=0.5) == pytest.approx(0.01)
-    assert schedule(1.0, 0.0, "exponential", 0.25, decay=0.5) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("cls, values, match", [
