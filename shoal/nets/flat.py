@@ -9,6 +9,8 @@ store, a pipe) as one array and is read without another copy.
 
 from __future__ import annotations
 
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 
 _ALIGN = 8
+# catch_warnings swaps process-wide filters: nodes on threads must not interleave it.
+_WARNINGS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,7 @@ class FlatLayout:
 
     def unpack_tensors(self, buf: np.ndarray) -> dict[str, torch.Tensor]:
         """CPU tensors sharing ``buf`` (no copy); callers must not write to them."""
-        import warnings
-
-        with warnings.catch_warnings():  # torch warns about read-only arrays; the views are never written
+        with _WARNINGS_LOCK, warnings.catch_warnings():  # torch warns about read-only arrays; they are never written
             warnings.simplefilter("ignore", UserWarning)
             return {k: torch.from_numpy(v) for k, v in self.unpack(buf).items()}
 

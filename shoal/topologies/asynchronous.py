@@ -38,7 +38,8 @@ def copy_tree(tree: Any) -> Any:
         out = {k: copy_tree(v) for k, v in tree.items()}
         return out if type(tree) is dict else type(tree)(out)  # keeps markers such as Detachable
     if isinstance(tree, (list, tuple)):
-        return type(tree)(copy_tree(v) for v in tree)
+        items = [copy_tree(v) for v in tree]
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)  # namedtuples too
     return tree
 
 
@@ -115,7 +116,7 @@ class AsyncProgram(Program):
         steps = sum(r.env_steps for r in reports)
         self.env_steps += steps
         now = time.monotonic()
-        if now - self._extra_at >= self.call_seconds:  # other nodes' metrics: at most one call per call_seconds
+        if not self.concurrent or now - self._extra_at >= self.call_seconds:  # other nodes' metrics: at most one call per call_seconds
             metrics = dict(metrics, **self._extra_metrics())
             self._extra_at = now
         idle = [r.data["actor_idle_frac"] for r in reports if isinstance(r.data, dict) and "actor_idle_frac" in r.data]

@@ -268,6 +268,9 @@ class SeedProgram(AsyncProgram):
         self.builder = ctx.builder()
         n = run.num_actors
         self.batch_unrolls = s.batch_unrolls or n
+        capacity = s.queue_size or 4 * self.batch_unrolls
+        require(capacity >= self.batch_unrolls + n, f"queue_size {capacity} must hold a batch ({self.batch_unrolls}) "
+                f"plus one unroll per worker ({n}); raise queue_size")
         self._init_async(backend, n, self.builder.num_envs, run.steps, s.steps_per_call)
         self.learner = backend.spawn(SeedLearnerNode, ctx, n, s, self.batch_unrolls, self.concurrent, name="learner",
                                      num_gpus=learner_gpus(ctx.device), concurrency=n + 2 if self.concurrent else 1)

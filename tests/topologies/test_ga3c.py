@@ -1,5 +1,7 @@
 """GA3C: agents without networks, a batching predictor with its own lagging copy, a batching trainer."""
 
+import time
+
 import pytest
 import torch
 
@@ -30,8 +32,12 @@ def test_agents_hold_no_network_and_training_consumes_their_rollouts(small_ctx):
 def test_the_predictor_lags_the_trainer_and_batches_agents(small_ctx):
     prog = _program(small_ctx("ga3c"), ThreadedBackend(), n=8, steps_per_call=64, predictor_pull_every=8,
                     max_wait_s=0.005)
+    prog.call_seconds = 0.25  # learner and metrics calls end often
     try:
-        reports = [prog.run_iteration() for _ in range(16)]
+        reports, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline and (len(reports) < 16 or not any("policy_lag" in r.metrics for r in reports)
+                                               or not any("inference_requests_mean" in r.metrics for r in reports)):
+            reports.append(prog.run_iteration())
         lags = [r.metrics["policy_lag"] for r in reports if "policy_lag" in r.metrics]
         assert lags and max(lags) > 0, lags  # rollouts predicted with an older version than the trainer's
         m = [r.metrics for r in reports if "inference_requests_mean" in r.metrics]  # reported about once a second
