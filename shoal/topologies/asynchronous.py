@@ -43,6 +43,13 @@ def copy_tree(tree: Any) -> Any:
     return tree
 
 
+def actor_critic_misfit(builder: Any) -> str | None:
+    """Why a topology carrying actor-critic rollouts (impala, seed, ga3c) cannot run ``builder``'s algorithm."""
+    if not builder.rollout_actor_critic:
+        return "it carries actor-critic rollouts with behaviour log-probs; use ppo, a2c, impala, appo, a3c or ga3c"
+    return None
+
+
 class AsyncProgram(Program):
     """Outstanding calls per node, adaptive call sizes, reports of whatever finished."""
 

@@ -29,7 +29,7 @@ from shoal.services.inference import InferenceServer
 from shoal.services.variables import VariableServer
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
-from shoal.topologies.asynchronous import AsyncProgram
+from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit
 from shoal.topologies.impala import ImpalaLearnerNode, ImpalaSettings, QueueNode
 from shoal.topologies.nodes import NodeContext
 from shoal.topologies.seed import _Trajectory
@@ -232,8 +232,5 @@ def make_program(ctx: NodeContext, run: RunConfig, backend: Backend, settings: G
     return GA3CProgram(ctx, run, backend, settings)
 
 
-def misfit(builder: Any) -> str | None:
-    """Why this topology cannot run ``builder``'s algorithm (None: it fits)."""
-    if not builder.rollout_actor_critic:
-        return "it carries actor-critic rollouts with behaviour log-probs; use ppo, a2c, impala, appo, a3c or ga3c"
-    return None
+#: Fits every actor-critic algorithm that records rollouts with behaviour log-probs.
+misfit = actor_critic_misfit

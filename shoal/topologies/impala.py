@@ -33,7 +33,7 @@ from shoal.services.queue import QueueEmpty, TrajectoryQueue
 from shoal.services.variables import Snapshot, VariableServer, make_snapshot
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
-from shoal.topologies.asynchronous import AsyncProgram, copy_tree
+from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit, copy_tree
 from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
 
 
@@ -269,8 +269,5 @@ def make_program(ctx: NodeContext, run: RunConfig, backend: Backend, settings: I
     return ImpalaProgram(ctx, run, backend, settings)
 
 
-def misfit(builder: Any) -> str | None:
-    """Why this topology cannot run ``builder``'s algorithm (None: it fits)."""
-    if not builder.rollout_actor_critic:
-        return "it carries actor-critic rollouts with behaviour log-probs; use ppo, a2c, impala, appo, a3c or ga3c"
-    return None
+#: Fits every actor-critic algorithm that records rollouts with behaviour log-probs.
+misfit = actor_critic_misfit

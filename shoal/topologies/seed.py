@@ -35,7 +35,7 @@ from shoal.services.inference import InferenceServer
 from shoal.services.queue import QueueEmpty, TrajectoryQueue
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
-from shoal.topologies.asynchronous import AsyncProgram
+from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit
 from shoal.topologies.impala import QueueLearnerNode
 from shoal.topologies.nodes import NodeContext
 
@@ -306,8 +306,5 @@ def make_program(ctx: NodeContext, run: RunConfig, backend: Backend, settings: S
     return SeedProgram(ctx, run, backend, settings)
 
 
-def misfit(builder: Any) -> str | None:
-    """Why this topology cannot run ``builder``'s algorithm (None: it fits)."""
-    if not builder.rollout_actor_critic:
-        return "it carries actor-critic rollouts with behaviour log-probs; use ppo, a2c, impala, appo, a3c or ga3c"
-    return None
+#: Fits every actor-critic algorithm that records rollouts with behaviour log-probs.
+misfit = actor_critic_misfit
