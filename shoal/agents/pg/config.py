@@ -143,7 +143,8 @@ class ImpalaConfig(ActorCriticConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.loss == "a2c", f"impala loss must be a2c (use appo for the clipped objective), got {self.loss!r}")
+        name = type(self).__name__.removesuffix("Config").lower()
+        require(self.loss == "a2c", f"{name} loss must be a2c (appo has the clipped objective), got {self.loss!r}")
 
 
 @dataclass
@@ -186,20 +187,7 @@ class A3CConfig(ActorCriticConfig):
 
 
 @dataclass
-class GA3CConfig(ActorCriticConfig):
-    """GA3C: A3C's n-step actor-critic loss, trained by one batching trainer fed by a prediction queue."""
+class GA3CConfig(ImpalaConfig):
+    """GA3C: A3C's n-step actor-critic loss (no V-trace), trained by one batching trainer fed by a prediction queue."""
 
-    loss: Literal["clip", "kl_penalty", "a2c"] = "a2c"
-    num_envs: int = 8
-    rollout_length: int = 32
-    lr: float = 1e-3
-    epochs: int = 1
-    minibatch_size: int = 0
-    gae_lambda: float = 1.0
-    ent_coef: float = 0.01
-    max_grad_norm: float = 40.0
-    normalize_advantages: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.loss == "a2c", f"ga3c loss must be a2c, got {self.loss!r}")
+    advantages: Literal["gae", "vtrace"] = "gae"
