@@ -11,6 +11,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -57,3 +58,21 @@ class Timer:
     def __exit__(self, *exc: object) -> None:
         self.wall_s = time.perf_counter() - self._w
         self.cpu_s = time.process_time() - self._c
+
+
+def merge_results(paths: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The results of several ``--json`` files (e.g. seeds run as separate invocations), first run of a seed kept."""
+    merged: dict[str, dict[int, dict[str, Any]]] = {"shoal": {}, "sb3": {}}
+    for p in paths:
+        for which, rs in json.loads(Path(p).read_text()).items():
+            for r in rs:
+                merged[which].setdefault(int(r["seed"]), r)
+    seeds = sorted(set(merged["shoal"]) & set(merged["sb3"]))
+    print(f"merged {len(paths)} result file(s): seeds with both sides: {seeds}")
+    for seed in seeds:
+        s, b = merged["shoal"][seed], merged["sb3"][seed]
+        print(f"seed {seed} shoal: time {s['train_s']:.1f} s, cpu {s['cpu_s']:.1f} s, eval {s['eval_mean']:.1f} | "
+              f"SB3: time {b['train_s']:.1f} s, cpu {b['cpu_s']:.1f} s, eval {b['eval_mean']:.1f} | ratio time "
+              f"{s['train_s'] / b['train_s']:.3f}x, cpu {s['cpu_s'] / b['cpu_s']:.3f}x"
+              + (f" | env steps {s['steps']} / {b['steps']}" if "solved" in s else ""))
+    return {w: [merged[w][k] for k in seeds] for w in merged}

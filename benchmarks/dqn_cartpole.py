@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Timer, limit_threads, run_worker  # noqa: E402
+from _harness import Timer, limit_threads, merge_results, run_worker  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 TARGET_RETURN = 475.0
@@ -104,24 +104,6 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> None:
         if not all(r["solved"] for r in results["sb3"]):
             print("note: an SB3 seed that did not reach the target is timed over its whole budget, which "
                   "understates SB3's time to the target")
-
-
-def merge_results(paths: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The results of several ``--json`` files (e.g. seeds run as separate invocations), first run of a seed kept."""
-    merged: dict[str, dict[int, dict[str, Any]]] = {"shoal": {}, "sb3": {}}
-    for p in paths:
-        for which, rs in json.loads(Path(p).read_text()).items():
-            for r in rs:
-                merged[which].setdefault(int(r["seed"]), r)
-    seeds = sorted(set(merged["shoal"]) & set(merged["sb3"]))
-    print(f"merged {len(paths)} result file(s): seeds with both sides: {seeds}")
-    for seed in seeds:
-        s, b = merged["shoal"][seed], merged["sb3"][seed]
-        print(f"seed {seed} shoal: time {s['train_s']:.1f} s, cpu {s['cpu_s']:.1f} s, eval {s['eval_mean']:.1f} | "
-              f"SB3: time {b['train_s']:.1f} s, cpu {b['cpu_s']:.1f} s, eval {b['eval_mean']:.1f} | ratio time "
-              f"{s['train_s'] / b['train_s']:.3f}x, cpu {s['cpu_s'] / b['cpu_s']:.3f}x"
-              + (f" | env steps {s['steps']} / {b['steps']}" if "solved" in s else ""))
-    return {w: [merged[w][k] for k in seeds] for w in merged}
 
 
 def main(argv: list[str] | None = None) -> None:

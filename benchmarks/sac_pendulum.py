@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Timer, limit_threads, run_worker  # noqa: E402
+from _harness import Timer, limit_threads, merge_results, run_worker  # noqa: E402
 
 ENV_ID = "Pendulum-v1"
 TARGET_RATIO = 0.5
@@ -103,24 +103,6 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> None:
                / statistics.median(r["cpu_s"] for r in results["sb3"]))
         print(f"median-time ratio shoal / SB3: {ratio:.3f}x (cpu time {cpu:.3f}x; median of per-seed ratios {per_seed:.3f}x; "
               f"target <= {TARGET_RATIO}x: {'OK' if ratio <= TARGET_RATIO else 'MISSED'})")
-
-
-def merge_results(paths: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The results of several ``--json`` files (e.g. seeds run as separate invocations), first run of a seed kept."""
-    merged: dict[str, dict[int, dict[str, Any]]] = {"shoal": {}, "sb3": {}}
-    for p in paths:
-        for which, rs in json.loads(Path(p).read_text()).items():
-            for r in rs:
-                merged[which].setdefault(int(r["seed"]), r)
-    seeds = sorted(set(merged["shoal"]) & set(merged["sb3"]))
-    print(f"merged {len(paths)} result file(s): seeds with both sides: {seeds}")
-    for seed in seeds:
-        s, b = merged["shoal"][seed], merged["sb3"][seed]
-        print(f"seed {seed} shoal: time {s['train_s']:.1f} s, cpu {s['cpu_s']:.1f} s, eval {s['eval_mean']:.1f} | "
-              f"SB3: time {b['train_s']:.1f} s, cpu {b['cpu_s']:.1f} s, eval {b['eval_mean']:.1f} | ratio time "
-              f"{s['train_s'] / b['train_s']:.3f}x, cpu {s['cpu_s'] / b['cpu_s']:.3f}x"
-              + (f" | env steps {s['steps']} / {b['steps']}" if "solved" in s else ""))
-    return {w: [merged[w][k] for k in seeds] for w in merged}
 
 
 def main(argv: list[str] | None = None) -> None:
