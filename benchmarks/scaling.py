@@ -10,8 +10,8 @@ an actor stepping its E env copies one after another waits 2 ms per step, so it 
 exceed 1 / 0.002 = 500 steps/s whatever E is, and N actors cannot exceed 500 N steps/s
 (the env's ideal). The figure per point is the env steps per second *consumed by the
 learner* in steady state: ``learner_env_steps`` (IMPALA, SEED) or, where the learner
-consumes every step the actors insert (Ape-X, paced by its replay ratio; synchronous
-A2C), ``env_steps``, taken as the slope between the first metric row at least
+consumes every step the actors insert (Ape-X, whose replay node's rate limiter keeps the
+algorithm's replay ratio; synchronous A2C), ``env_steps``, taken as the slope between the first metric row at least
 ``--warmup`` seconds after the learner consumed its first step and the last row, so
 start-up (process spawn, imports, the first unrolls) is excluded.
 
@@ -19,6 +19,11 @@ Each point runs ``shoal.train`` in a fresh process with an unbounded step budget
 script watches its ``metrics.csv`` and stops it (SIGINT) once ``--seconds`` of steady
 state are logged. Efficiency is printed against linear (N times the same system's
 1-actor figure, when measured) and against the env's ideal (500 N), next to the targets.
+
+Ape-X is measured twice: ``apex`` at the shipped CartPole ratio (16 samples per inserted
+item: at 16 actors that asks the learner for about 1,000 updates of 128 per second, which a
+learner sharing 2 cores with the actors cannot give, so that row is the learner's bound), and
+``apex_r1`` at 1 sample per item, where the topology rather than the learner is measured.
 
 A second part runs IMPALA and synchronous A2C (its default rollout length, 5) on the
 same env with exponential step times (mean 2 ms) at the largest actor count. Last, a
@@ -32,7 +37,6 @@ import argparse
 import csv
 import functools
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -49,8 +53,11 @@ LINEAR_TARGETS = {"impala": 0.80, "seed": 0.50, "apex": 0.60}  # at 16 actors, f
 IDEAL_TARGETS = {"impala": 0.80, "seed": 0.50}  # at 16 actors, fraction of the env's ideal (6,400 and 4,000 steps/s)
 TARGET_ACTORS = 16
 RLLIB_REFERENCE = "RLlib 2.60 IMPALA on the same env: 16 env runners gave 2.7% of linear"
-ALGO = {"impala": "impala", "seed": "impala", "apex": "apex_dqn", "a2c": "a2c"}
-COUNTER = {"impala": "learner_env_steps", "seed": "learner_env_steps", "apex": "env_steps", "a2c": "env_steps"}
+ALGO = {"impala": "impala", "seed": "impala", "apex": "apex_dqn", "apex_r1": "apex_dqn", "a2c": "a2c"}
+COUNTER = {"impala": "learner_env_steps", "seed": "learner_env_steps", "apex": "env_steps", "apex_r1": "env_steps",
+           "a2c": "env_steps"}
+#: Ape-X at one sample per inserted item (the shipped CartPole ratio is 16, which binds the learner here first).
+APEX_R1 = {"train_freq": 128, "gradient_steps": 1, "batch_size": 128}
 UNBOUNDED_STEPS = 10**12
 
 
@@ -76,26 +83,9 @@ def overrides_for(system: str, actors: int) -> dict[str, Any]:
     out.update(eval_episodes=0, checkpoint_every=UNBOUNDED_STEPS, log_every=64 * actors)
     if system == "seed":
         out["topology"] = "seed"
+    if system == "apex_r1":
+        out.update(APEX_R1)
     return out
-
-
-def ray_cpus_needed(system: str, actors: int) -> int:
-    """Logical CPUs the run's Ray nodes reserve: IMPALA's queue and variable-server nodes take one each too."""
-    return actors + 3 if system == "impala" else actors + 1
-
-
-def init_ray_for(cpus: int) -> None:
-    """Start this process's Ray with ``cpus`` logical CPUs and the options shoal's Ray backend uses itself.
-
-    Works around a scheduling bug (reported, not fixed here): on a private Ray instance the
-    runner asks for ``max(2, num_actors + 1)`` CPUs, but the IMPALA topology spawns its queue
-    and variable-server nodes with one CPU each, so two actors never get scheduled and a run
-    with one or two actors never starts. shoal's backend uses a Ray that is already running.
-    """
-    import ray
-
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-             object_store_memory=256 * 1024 * 1024, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
 
 
 def worker(spec: dict[str, Any]) -> None:
@@ -103,8 +93,6 @@ def worker(spec: dict[str, Any]) -> None:
     import shoal
     from shoal.envs.slow import slow_cartpole
 
-    if spec["backend"] == "ray" and spec.get("ray_cpus"):
-        init_ray_for(spec["ray_cpus"])
     env = functools.partial(slow_cartpole, delay_s=DELAY_S, jitter=spec["jitter"])
     try:
         shoal.train(ALGO[spec["system"]], env, steps=UNBOUNDED_STEPS, seed=0, run_dir=spec["run_dir"],
@@ -185,11 +173,10 @@ def stop_child(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
 
 
 def measure(system: str, backend: str, actors: int, jitter: str, seconds: float, warmup_s: float,
-            startup_timeout_s: float, tmp: Path, ray_workaround: bool = True) -> Point:
+            startup_timeout_s: float, tmp: Path) -> Point:
     """Run one point in a fresh process and return its steady-state learner throughput."""
     run_dir = tmp / f"{system}-{backend}-{actors}-{jitter}"
-    spec = {"system": system, "backend": backend, "actors": actors, "jitter": jitter, "run_dir": str(run_dir),
-            "ray_cpus": ray_cpus_needed(system, actors) if ray_workaround and system == "impala" else 0}
+    spec = {"system": system, "backend": backend, "actors": actors, "jitter": jitter, "run_dir": str(run_dir)}
     counter = COUNTER[system]
     log = (tmp / f"{run_dir.name}.log").open("w")
     proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdout=log, stderr=subprocess.STDOUT)
@@ -303,10 +290,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=25.0, help="steady-state seconds measured per point")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds skipped after the learner's first step")
     p.add_argument("--startup-timeout", type=float, default=180.0, help="longest wait for a run to start")
-    p.add_argument("--systems", nargs="+", choices=["impala", "seed", "apex", "a2c"], default=["impala", "seed", "apex", "a2c"])
+    p.add_argument("--systems", nargs="+", choices=list(ALGO), default=["impala", "seed", "apex", "apex_r1", "a2c"])
     p.add_argument("--no-learner-loop", action="store_true", help="skip the learner-only CPU/GPU loop")
-    p.add_argument("--no-ray-workaround", action="store_true",
-                   help="let shoal start Ray itself for IMPALA (its CPU count starves 2 actors: 1-2 actors never start)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -317,9 +302,6 @@ def main() -> int:
     print(f"CartPole-v1 stepping with a {DELAY_S * 1e3:g} ms wait per step; env's ideal {IDEAL_PER_ACTOR:,.0f} steps/s per actor; "
           f"{args.seconds:g} s of steady state per point after {args.warmup:g} s of warm-up; {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.1f} at start")
-    if "ray" in args.backend and "impala" in args.systems and not args.no_ray_workaround:
-        print("note: IMPALA on Ray runs on a Ray this script starts with num_actors + 3 logical CPUs (shoal's own "
-              "gives num_actors + 1, which leaves 2 actors unscheduled); see init_ray_for")
     all_ok, checked = True, 0
     points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="shoal-scaling-") as tmpdir:
@@ -327,8 +309,7 @@ def main() -> int:
         for backend in args.backend:
             for system in [s for s in args.systems if s != "a2c"]:
                 for n in args.actors:
-                    pt = measure(system, backend, n, "fixed", args.seconds, args.warmup, args.startup_timeout, tmp,
-                                 not args.no_ray_workaround)
+                    pt = measure(system, backend, n, "fixed", args.seconds, args.warmup, args.startup_timeout, tmp)
                     points.append(pt)
                     print(f"  measured {system} {backend} {n} actors: {_fmt(pt.steps_per_s)} steps/s over {pt.window_s:.1f} s "
                           f"{pt.note}", flush=True)
@@ -339,8 +320,7 @@ def main() -> int:
             if pair:
                 print(f"\n== straggling env (exponential step time, mean {DELAY_S * 1e3:g} ms), backend={backend}, {big} actors ==")
                 for system in pair:
-                    pt = measure(system, backend, big, "exponential", args.seconds, args.warmup, args.startup_timeout, tmp,
-                                 not args.no_ray_workaround)
+                    pt = measure(system, backend, big, "exponential", args.seconds, args.warmup, args.startup_timeout, tmp)
                     points.append(pt)
                     label = "IMPALA (async)" if system == "impala" else "A2C (synchronous, rollout_length 5)"
                     print(f"  {label:<38}{_fmt(pt.steps_per_s):>8} steps/s over {pt.window_s:.1f} s "

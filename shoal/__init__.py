@@ -17,7 +17,7 @@ def train(algo: str | None = None, env: Any = None, **kwargs: Any):
     """Train an algorithm and return the :class:`shoal.run.runner.Run`.
 
     Example: ``shoal.train("ppo", env="CartPole-v1", steps=100_000)``. Keyword
-    arguments: ``steps, seed, run_dir, backend, num_actors, config, overrides, resume,
+    arguments: ``steps, seed, run_dir, backend, num_actors, num_learners, config, overrides, resume,
     ray_address, quiet``; algorithm settings go in ``overrides={"lr": 1e-3}``.
     """
     from shoal.run.runner import train as _train

@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", choices=["inprocess", "threaded", "ray"],
                    help="where nodes run: inprocess (default, deterministic), threaded (a thread per node), ray")
     t.add_argument("--num-actors", type=int, help="actor nodes (default 1)")
-    t.add_argument("--topology", help="where the algorithm's pieces run: local, apex, impala, seed, a3c, ga3c "
+    t.add_argument("--num-learners", type=int, help="learner processes averaging gradients each step, each on "
+                   "batch/num-learners (default 1; topologies local and impala)")
+    t.add_argument("--topology", help="where the algorithm's pieces run: local, apex, impala, seed, a3c, ga3c, gorila, dppo "
                    "(default: the algorithm's own; `shoal list` shows which fit); its settings are topology.KEY=VALUE")
     t.add_argument("--ray-address", help="connect to this Ray cluster instead of starting a private one")
     t.add_argument("--config", help="YAML file of settings")
@@ -51,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="algorithms, topologies and backends")
 
+    g = sub.add_parser("play", help="play a trained alphazero run in the terminal, or serve it as an engine")
+    g.add_argument("game", help="tictactoe, connect4 or gomoku9 (the run's game)")
+    g.add_argument("--run-dir", required=True, help="directory of an alphazero run")
+    g.add_argument("--engine", action="store_true", help="line protocol: read move histories on stdin, answer moves")
+    g.add_argument("--simulations", type=int, help="search size per move (default: the run's engine size)")
+    g.add_argument("--side", choices=["first", "second"], default="first", help="your side when playing in the terminal")
+    g.add_argument("--untrained", action="store_true", help="use the run's initial (untrained) network")
+
     from shoal.bench.cli import add_bench_parser
 
     add_bench_parser(sub)
@@ -66,6 +76,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.resume and a.run_dir:
         raise ShoalError("pass either --resume DIR or --run-dir DIR, not both")
     run = train(a.algo, a.env, steps=a.steps, seed=a.seed, run_dir=a.run_dir, backend=a.backend, num_actors=a.num_actors,
+                num_learners=a.num_learners,
                 topology=a.topology, config=a.config, overrides=parse_overrides(a.overrides), resume=a.resume, ray_address=a.ray_address,
                 quiet=a.quiet)
     msg = f"run directory: {run.run_dir}  env steps: {run.env_steps:,}  wall: {run.wall_time_s:.1f}s"
@@ -94,6 +105,15 @@ def _cmd_plot(a: argparse.Namespace) -> int:
     out = plot_runs([Path(d) for d in a.run_dirs], Path(a.out), a.x, a.y, a.title, a.ymin, a.ymax)
     print(f"wrote {out}")
     return 0
+
+
+def _cmd_play(a: argparse.Namespace) -> int:
+    from shoal.run.play import engine, human, load_player
+
+    builder, player, _ = load_player(Path(a.run_dir), a.game, a.simulations, a.untrained)
+    if a.engine:
+        return engine(builder, player, sys.stdin, sys.stdout)
+    return human(builder, player, a.side, sys.stdin, sys.stdout)
 
 
 def _cmd_list(a: argparse.Namespace) -> int:
@@ -158,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cmd in ("train", "eval", "bench"):
         _cwd_importable()
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "list": _cmd_list}
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "list": _cmd_list, "play": _cmd_play}
     try:
         if args.cmd == "bench":
             from shoal.bench.cli import run_bench

@@ -21,6 +21,8 @@ class RunConfig:
     """Topology (empty: the algorithm's default, e.g. local)."""
     num_actors: int = 1
     """Number of actor nodes stepping envs."""
+    num_learners: int = 1
+    """Learner processes averaging their gradients every step (all-reduce); each computes on batch/num_learners."""
     ray_address: str = ""
     """Address of an existing Ray cluster (empty: start a private local instance)."""
     vector: str = "auto"
@@ -43,11 +45,18 @@ class RunConfig:
     """How many recent checkpoints to keep (only the newest keeps the replay tables)."""
     torch_threads: int = 1
     """Intra-op threads per process (1 is fastest for small nets on few cores)."""
+    max_restarts: int = 3
+    """Failures an actor node survives before the run stops with an error: deaths of its process (on Ray
+    it is restarted and pulls the newest parameters), and within each process, env crashes (the env is
+    made anew inside the node)."""
+    inference_device: str = ""
+    """Device of batched inference held apart from the actors (SEED's inference server, GA3C's predictor):
+    cpu, cuda or auto like ``device``; empty: the learner's device. Actors always act on the CPU."""
     device: str = "cpu"
     """Learner device: cpu, cuda, cuda:N (in-process only) or auto (cuda if the learner's host, or the Ray cluster, has a GPU)."""
 
     def __post_init__(self) -> None:
-        positive(self, "steps", "num_actors", "torch_threads")
+        positive(self, "steps", "num_actors", "num_learners", "torch_threads")
         require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         require(self.backend in ("inprocess", "threaded", "ray"),
                 f"backend must be inprocess, threaded or ray, got {self.backend!r}")
@@ -60,6 +69,9 @@ class RunConfig:
                 "target_return needs periodic evaluation; set eval_every too, e.g. eval_every=2048")
         require(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         require(self.log_every >= 0, f"log_every must be >= 0, got {self.log_every}")
+        require(self.max_restarts >= 0, f"max_restarts must be >= 0, got {self.max_restarts}")
         require(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        require(self.inference_device in ("", "auto", "cpu") or self.inference_device.startswith("cuda"),
+                f"inference_device must be empty, cpu, cuda, cuda:N or auto; got {self.inference_device!r}")
         require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                 f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")

@@ -84,6 +84,8 @@ register(AlgoSpec("ga3c", f"{_PG}.config:GA3CConfig", f"{_PG}.builder:ActorCriti
                   "GA3C: agents without networks, a batching predictor and a batching trainer joined by queues"))
 register(AlgoSpec("appo", f"{_PG}.config:APPOConfig", f"{_PG}.builder:ActorCriticBuilder", "impala",
                   "APPO: PPO's clipped objective on V-trace advantages, on the asynchronous IMPALA topology"))
+register(AlgoSpec("dppo", f"{_PG}.config:DPPOConfig", f"{_PG}.builder:ActorCriticBuilder", "dppo",
+                  "DPPO: workers compute PPO gradients; a chief averages the first M of N each round, drops late ones"))
 
 _TAB = "shoal.agents.tabular"
 register(AlgoSpec("q_learning", f"{_TAB}.config:QLearningConfig", f"{_TAB}.builder:TabularBuilder", "local",
@@ -102,6 +104,8 @@ register(AlgoSpec("dqn", f"{_DQN}.config:DQNConfig", f"{_DQN}.builder:DQNBuilder
                   "DQN with flags for Double, Dueling, prioritized replay, n-step returns, Polyak targets"))
 register(AlgoSpec("apex_dqn", f"{_DQN}.config:ApexDQNConfig", f"{_DQN}.builder:DQNBuilder", "apex",
                   "Ape-X DQN: N actors with their own epsilons, actor-computed priorities, one prioritized replay"))
+register(AlgoSpec("gorila", f"{_DQN}.config:GorilaConfig", f"{_DQN}.builder:DQNBuilder", "gorila",
+                  "GORILA DQN: actor-replay-learner bundles; learners push gradients to a sharded parameter server"))
 
 _CONT = "shoal.agents.continuous"
 register(AlgoSpec("ddpg", f"{_CONT}.config:DDPGConfig", f"{_CONT}.builder:ContinuousBuilder", "local",
@@ -112,3 +116,7 @@ register(AlgoSpec("sac", f"{_CONT}.config:SACConfig", f"{_CONT}.builder:Continuo
                   "SAC: tanh-squashed Gaussian policy, twin critics, automatic entropy temperature"))
 register(AlgoSpec("apex_ddpg", f"{_CONT}.config:ApexDDPGConfig", f"{_CONT}.builder:ContinuousBuilder", "apex",
                   "Ape-X DPG: N actors with their own noise scales, actor-computed priorities, one prioritized replay"))
+
+_AZ = "shoal.agents.alphazero"
+register(AlgoSpec("alphazero", f"{_AZ}.config:AlphaZeroConfig", f"{_AZ}.builder:AlphaZeroBuilder", "alphazero",
+                  "AlphaZero: PUCT search with a policy-value network, improved by self-play (board games)"))

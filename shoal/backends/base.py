@@ -12,7 +12,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
-from shoal.errors import ConfigError
+from shoal.errors import ConfigError, ShoalError
+
+
+class NodeDied(ShoalError):
+    """A node's process ended while a call was in flight (it was killed, or crashed hard).
+
+    A backend that restarts nodes (Ray, with ``max_restarts``) starts a new process for it;
+    ``transient`` says the node may still be coming back (calls made while it restarts fail
+    the same way), not that it is gone for good.
+    """
+
+    def __init__(self, message: str, node: str = "", transient: bool = False) -> None:
+        super().__init__(message)
+        self.reason = message  # kept apart: a remote caller's re-raise may wrap str() in a traceback
+        self.node = node  # the name it was spawned with ("" when unknown)
+        self.transient = transient
 
 
 class Future(ABC):
@@ -40,11 +55,15 @@ class Backend(ABC):
 
     @abstractmethod
     def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
-              concurrency: int = 1, **kwargs: Any) -> NodeHandle:
+              concurrency: int = 1, max_restarts: int = 0, **kwargs: Any) -> NodeHandle:
         """Create ``cls(*args, **kwargs)`` as a node and return its handle.
 
         ``concurrency > 1`` asks for a node that serves that many calls at once (a queue, a
         parameter or inference server, whose calls may block); such a node must be thread safe.
+        ``max_restarts``: how often a backend whose nodes live in processes of their own (Ray)
+        starts a node anew after its process died, with the same arguments (then it calls the
+        node's ``on_restart()``, if it has one); a call in flight at the death raises
+        :class:`NodeDied`. Backends whose nodes share this process ignore it.
         """
 
     def get(self, futures: Future | Sequence[Future]) -> Any:

@@ -14,20 +14,35 @@ from typing import Any, Sequence
 
 import ray
 
-from shoal.backends.base import Backend, Future, NodeHandle
+from shoal.backends.base import Backend, Future, NodeDied, NodeHandle
 from shoal.errors import ConfigError, ShoalError
 
 
 class RayFuture(Future):
-    """Wraps a Ray ObjectRef."""
+    """Wraps a Ray ObjectRef (and the name of the node whose call it is, for errors)."""
 
-    __slots__ = ("ref",)
+    __slots__ = ("ref", "node")
 
-    def __init__(self, ref: "ray.ObjectRef") -> None:
+    def __init__(self, ref: "ray.ObjectRef", node: str = "") -> None:
         self.ref = ref
+        self.node = node
 
     def result(self) -> Any:
-        return ray.get(self.ref)
+        return _get(self.ref, self.node)
+
+
+def _get(refs: Any, node: str = "") -> Any:
+    """``ray.get``, with the error of a call whose own node died as :class:`NodeDied` naming ``node``.
+
+    A call that failed because its node called a dead peer raises that peer's NodeDied (Ray
+    re-raises a task's exception as an instance of its cause), which names the peer.
+    """
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayActorError as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # Unavailable: the process died and Ray may be restarting it (calls made meanwhile fail too).
+        raise NodeDied(text, node=node, transient=isinstance(e, ray.exceptions.ActorUnavailableError)) from e
 
 
 def _unwrap(x: Any) -> Any:
@@ -39,8 +54,9 @@ def _unwrap(x: Any) -> Any:
 class RayHandle(NodeHandle):
     """A Ray actor handle; picklable, so nodes can call each other."""
 
-    def __init__(self, actor: Any) -> None:
+    def __init__(self, actor: Any, name: str = "") -> None:
         self.actor = actor
+        self.name = name
 
     def call(self, method: str, *args: Any, num_returns: int = 1, **kwargs: Any) -> Any:
         fn = getattr(self.actor, method)
@@ -48,8 +64,12 @@ class RayHandle(NodeHandle):
             fn = fn.options(num_returns=num_returns)
         refs = fn.remote(*(_unwrap(a) for a in args), **{k: _unwrap(v) for k, v in kwargs.items()})
         if num_returns == 1:
-            return RayFuture(refs)
-        return tuple(RayFuture(r) for r in refs)
+            return RayFuture(refs, self.name)
+        return tuple(RayFuture(r, self.name) for r in refs)
+
+    def kill(self) -> None:
+        """End the actor at once (its pending calls fail with NodeDied)."""
+        ray.kill(self.actor, no_restart=True)
 
 
 def _auth_hint(address: str) -> str:
@@ -66,6 +86,9 @@ def _with_object_store(cls: type[Any]) -> type[Any]:
 
         store.install(ray.put, ray.get, "ray")
         cls.__init__(self, *args, **kwargs)
+        on_restart = getattr(self, "on_restart", None)
+        if callable(on_restart) and ray.get_runtime_context().was_current_actor_reconstructed:
+            on_restart()
 
     return type(cls.__name__, (cls,), {"__init__": __init__, "__qualname__": cls.__qualname__,
                                        "__module__": cls.__module__, "__doc__": cls.__doc__})
@@ -135,25 +158,55 @@ class RayBackend(Backend):
         return name
 
     def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
-              concurrency: int = 1, **kwargs: Any) -> NodeHandle:
+              concurrency: int = 1, max_restarts: int = 0, **kwargs: Any) -> NodeHandle:
+        """A Ray actor for the node; ``max_restarts``: Ray starts it anew that often after its process
+        died (calls in flight then fail with :class:`NodeDied`; calls made later wait for the new one)."""
         options: dict[str, Any] = {}
         if concurrency > 1:
             options["max_concurrency"] = int(concurrency)  # a threaded actor: serves while a call blocks
         if self.node_runtime_env:
             options["runtime_env"] = self.node_runtime_env
-        remote_cls: Any = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0, **options)(_with_object_store(cls))
+        remote_cls: Any = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts, **options)(_with_object_store(cls))
         actor = remote_cls.remote(*(_unwrap(a) for a in args), **{k: _unwrap(v) for k, v in kwargs.items()})
         self.actors.append(actor)
-        return RayHandle(actor)
+        return RayHandle(actor, name or cls.__name__)
+
+    def spawn_group(self, cls: type, args: Sequence[tuple[Any, ...]], num_cpus: float = 1, num_gpus: float = 0,
+                    strategy: str = "PACK", timeout_s: float = 120.0, names: Sequence[str] = ()) -> list[NodeHandle]:
+        """One node per tuple of ``args``, kept together in one placement group (``PACK``: one node of the
+        cluster when they fit there; ``STRICT_PACK`` insists); for learner ranks, which talk every step.
+        ``names``: the nodes' names (for errors), one per tuple."""
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        bundle = {"CPU": float(num_cpus), **({"GPU": float(num_gpus)} if num_gpus else {})}
+        group = placement_group([dict(bundle) for _ in args], strategy=strategy)
+        try:
+            ray.get(group.ready(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(group)
+            raise ConfigError(f"the Ray cluster cannot place {len(args)} learners of {bundle} each within {timeout_s:.0f} s "
+                              f"(available: {ray.available_resources()}); lower num_learners or add resources") from None
+        self._placement_groups = [*getattr(self, "_placement_groups", []), group]
+        handles: list[NodeHandle] = []
+        for i, node_args in enumerate(args):
+            options: dict[str, Any] = {"scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i)}
+            if self.node_runtime_env:
+                options["runtime_env"] = self.node_runtime_env
+            remote_cls: Any = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(_with_object_store(cls))
+            actor = remote_cls.options(**options).remote(*(_unwrap(a) for a in node_args))
+            self.actors.append(actor)
+            handles.append(RayHandle(actor, names[i] if i < len(names) else f"{cls.__name__}-{i}"))
+        return handles
 
     def get(self, futures: Future | Sequence[Future]) -> Any:
         if isinstance(futures, RayFuture):
-            return ray.get(futures.ref)
+            return _get(futures.ref, futures.node)
         if isinstance(futures, Future):
             return futures.result()
         refs = [f.ref for f in futures if isinstance(f, RayFuture)]
         if len(refs) == len(futures):
-            return ray.get(refs)
+            return _get(refs)
         return [f.result() for f in futures]
 
     def wait(self, futures: Sequence[Future], num_returns: int = 1, timeout: float | None = None) -> tuple[list[Future], list[Future]]:
@@ -171,6 +224,12 @@ class RayBackend(Backend):
             except Exception:
                 pass
         self.actors.clear()
+        if getattr(self, "_placement_groups", None):
+            from ray.util.placement_group import remove_placement_group
+
+            for group in self._placement_groups:
+                remove_placement_group(group)
+            self._placement_groups = []
         if self.owns_ray:
             ray.shutdown()
             self.owns_ray = False

@@ -37,7 +37,8 @@ class Actor(ABC):
         """Actions for a batch of observations ``[B, *obs_shape]``."""
 
     def observe_first(self, obs: np.ndarray) -> None:
-        """Record the first observations of new episodes (all copies)."""
+        """Record the first observations of new episodes in all copies (after a reset or a new env);
+        data of steps before it that no item holds yet (a partial unroll or n-step window) is dropped."""
 
     def observe(self, action: np.ndarray, step: StepResult) -> None:
         """Record the action taken and the step that followed."""
@@ -155,6 +156,9 @@ class RewardScaler(Protocol):
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         """Scaled rewards of one vector step; ``done`` marks copies whose episode ended."""
 
+    def new_episodes(self) -> None:
+        """Every copy starts a new episode (its env was made anew): forget the episodes in progress."""
+
     def state(self) -> dict[str, Any]:
         """Checkpointable statistics."""
 
@@ -196,6 +200,12 @@ class Builder(ABC):
     def replay_batch_size(self) -> int:
         """Items in each batch the learner samples from its replay table (0: it samples no replay)."""
         return 0
+
+    @property
+    def replay_rate(self) -> tuple[float, int]:
+        """The replay ratio a central replay keeps for this algorithm (Ape-X): ``(samples per inserted
+        item, items stored before the first sample)``, as the learner would keep it alone."""
+        return 1.0, max(1, self.replay_batch_size)
 
     @property
     def checkpoint_replay(self) -> bool:

@@ -23,6 +23,11 @@ VECTOR_MODES = ("auto", "sync", "async", "batched", "envpool")
 def check_env_id(env_id: str) -> str:
     """The registered id for ``env_id`` (``module:`` prefix imported and dropped), or a one-line :class:`EnvError`."""
     register_envs()
+    from shoal.envs.games import is_game
+
+    if is_game(env_id):
+        raise EnvError(f"{env_id!r} is a two-player board game, which only alphazero trains on; "
+                       f"run: shoal train alphazero --env {env_id}")
     module = split_env_id(env_id)[0]
     env_id = import_env_module(env_id)
     if env_id in gym.registry:

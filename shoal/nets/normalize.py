@@ -90,6 +90,10 @@ class RewardNormalizer:
         self.ret[done] = 0.0
         return np.clip(reward / np.sqrt(self.rms.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
 
+    def new_episodes(self) -> None:
+        """Every copy starts a new episode: their discounted returns start again from 0."""
+        self.ret[:] = 0.0
+
     def state(self) -> dict:
         return {"rms": self.rms.state(), "ret": self.ret.copy()}
 

@@ -1,4 +1,4 @@
-"""shoal's one Adam (and RMSprop, SGD), gradient clipping, Polyak averaging and flat parameter buffers.
+"""shoal's one Adam (and RMSprop, SGD, AdaGrad), gradient clipping, Polyak averaging and flat parameter buffers.
 
 ``torch.optim`` optimisers import ``torch._dynamo`` on their first step (about 3 s on a
 CPU build, more than a whole CartPole run) and spend tens of microseconds of Python per
@@ -196,18 +196,45 @@ class SGD(_Optimizer):
         torch._foreach_add_(ps, grads, alpha=-float(group["lr"]))
 
 
-Optimizer = Adam | RMSprop | SGD
+class Adagrad(_Optimizer):
+    """AdaGrad (Duchi et al. 2011), as ``torch.optim.Adagrad`` without lr decay or weight decay.
+
+    ``sum += grad**2; param -= lr * grad / (sqrt(sum) + eps)``, the accumulator starting at
+    ``initial_accumulator_value``: GORILA's parameter-server optimiser.
+    """
+
+    buffers = ("sum",)
+
+    def __init__(self, params: ParamsT, lr: float = 1e-2, eps: float = 1e-10,
+                 initial_accumulator_value: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "eps": eps})
+        if initial_accumulator_value:
+            for s in self.state.values():
+                s["sum"].fill_(initial_accumulator_value)
+
+    def _update(self, group: dict[str, Any], ps: list[torch.Tensor], grads: list[torch.Tensor],
+                state: dict[str, list[torch.Tensor]]) -> None:
+        acc = state["sum"]
+        torch._foreach_addcmul_(acc, grads, grads, 1.0)
+        std = torch._foreach_sqrt(acc)
+        torch._foreach_add_(std, float(group["eps"]))
+        torch._foreach_addcdiv_(ps, grads, std, -float(group["lr"]))
+
+
+Optimizer = Adam | RMSprop | SGD | Adagrad
 
 
 def make_optimizer(name: str, params: ParamsT, lr: float, eps: float = 1e-8) -> Optimizer:
-    """Adam, RMSprop (alpha 0.99) or SGD by name; ``params`` may be parameter groups with their own ``lr``."""
+    """Adam, RMSprop (alpha 0.99), SGD or AdaGrad by name; ``params`` may be parameter groups with their own ``lr``."""
     if name == "adam":
         return Adam(params, lr=lr, eps=eps)
     if name == "rmsprop":
         return RMSprop(params, lr=lr, alpha=0.99, eps=eps)
     if name == "sgd":
         return SGD(params, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r}; use adam, rmsprop or sgd")
+    if name == "adagrad":
+        return Adagrad(params, lr=lr, eps=eps)
+    raise ValueError(f"unknown optimizer {name!r}; use adam, rmsprop, sgd or adagrad")
 
 
 def optimizer_state(opt: Optimizer) -> dict[str, Any]:

@@ -40,6 +40,10 @@ def load_policy(run_dir: Path) -> tuple[Any, dict[str, Any], int]:
 
 def evaluate_run(run_dir: Path, episodes: int = 20, seed: int | None = None) -> dict[str, Any]:
     """Evaluate a run's last checkpoint with deterministic actions."""
+    from shoal.run.alphazero import evaluate_game_run, is_game_run
+
+    if is_game_run(Path(run_dir)):  # board games: matches of the engine against the baselines
+        return evaluate_game_run(Path(run_dir), episodes, seed)
     policy, cfg, steps = load_policy(Path(run_dir))
     spec = env_spec(cfg["env"])
     bounds = None if spec.discrete else (spec.action_low, spec.action_high)

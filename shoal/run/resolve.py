@@ -23,7 +23,7 @@ RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)}
 #: else (steps, learning rates, loss coefficients, schedules, evaluation and logging,
 #: backend, device, threads) may change with ``--resume DIR key=value``.
 FIXED_ON_RESUME: dict[str, tuple[str, ...]] = {
-    "run": ("seed", "topology", "num_actors", "vector"),
+    "run": ("seed", "topology", "num_actors", "num_learners", "vector"),
     "agent": ("hidden", "head_hidden", "activation", "dueling", "shared_torso", "num_critics", "baseline", "autotune",
               "optimizer", "normalize_obs", "normalize_reward", "num_envs", "rollout_length", "episodes_per_update",
               "buffer_size", "prioritized", "frame_storage", "checkpoint_replay", "n_step", "exploration", "noise"),

@@ -37,7 +37,7 @@ from shoal.run.evaluate import evaluate, evaluation_env_id
 from shoal.run.metrics import MetricsLogger
 from shoal.run.progress import ProgressLine
 from shoal.run.resolve import ResolvedConfig, resolve
-from shoal.topologies import get_topology, misfit
+from shoal.topologies import get_topology, misfit, multi_learner
 from shoal.topologies.nodes import NodeContext
 
 
@@ -75,6 +75,7 @@ def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
 
 def train(algo: str | None = None, env: Any = None, *, steps: int | None = None, seed: int | None = None,
           run_dir: str | Path | None = None, backend: str | None = None, num_actors: int | None = None,
+          num_learners: int | None = None,
           topology: str | None = None, config: str | Path | None = None, overrides: dict[str, Any] | None = None,
           resume: str | Path | None = None,
           ray_address: str | None = None, quiet: bool = True, tensorboard: bool = True) -> Run:
@@ -88,7 +89,8 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
     callable. Unless ``quiet``, one line says which per-env defaults were applied.
     """
     overrides = dict(overrides or {})
-    cli_run = {"steps": steps, "seed": seed, "backend": backend, "num_actors": num_actors, "ray_address": ray_address,
+    cli_run = {"steps": steps, "seed": seed, "backend": backend, "num_actors": num_actors, "num_learners": num_learners,
+               "ray_address": ray_address,
                "topology": topology}
     base = None
     if resume is not None:
@@ -112,6 +114,13 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
     if env is None:
         raise ConfigError("no environment given; pass --env ID, e.g. --env CartPole-v1")
     env_id = env_id_of(env)
+    if algo == "alphazero":  # board games, not Gymnasium envs: its own loop with the same run directory
+        from shoal.run.alphazero import train_game
+
+        if topology and topology != "alphazero":
+            raise ConfigError(f"alphazero runs on the alphazero topology, not {topology!r}; drop --topology")
+        return train_game(resolve(algo, env, env_id, config, overrides, cli_run, base), Path(run_dir) if run_dir else None,
+                          resume is not None, quiet, tensorboard)
     if isinstance(env, str):
         check_env_id(env)
     resolved = resolve(algo, env, env_id, config, overrides, cli_run, base)
@@ -149,21 +158,27 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     source = env_module_source(resolved.env) if isinstance(resolved.env, str) else None
     # A private Ray instance gets logical CPUs for every node a topology places (actors, a learner, a
     # predictor or parameter node; queue, replay and variable servers ask for none), not one per core.
-    backend = make_backend(run.backend, run.ray_address or None, num_cpus=None if run.ray_address else run.num_actors + 4,
+    backend = make_backend(run.backend, run.ray_address or None,
+                           num_cpus=None if run.ray_address else run.num_actors + run.num_learners + 3,
                            py_modules=[source] if source else [])
     try:
         # The backend resolves the device: on Ray, "auto" and "cuda" are about the cluster, not this driver.
         device = backend.resolve_device(run.device)
+        inference_device = backend.resolve_device(run.inference_device) if run.inference_device else device
     except BaseException:
         backend.shutdown()
         raise
     ctx = NodeContext(resolved.algo, _plain(resolved.agent), resolved.env, spec, run.steps, run.seed,
-                      run.torch_threads, device, run.vector)
+                      run.torch_threads, device, run.vector, max_restarts=run.max_restarts,
+                      inference_device=inference_device)
     topology = run.topology
     try:
         reason = misfit(topology, ctx.builder())
         if reason:
             raise ConfigError(f"{resolved.algo} does not fit the {topology} topology: {reason}")
+        if run.num_learners > 1 and not multi_learner(topology):
+            raise ConfigError(f"the {topology} topology runs one learner, got num_learners={run.num_learners}; "
+                              "use num_learners=1 or a topology with learner groups (local, impala)")
         program = get_topology(topology)(ctx, run, backend, resolved.topology)
     except BaseException:
         backend.shutdown()

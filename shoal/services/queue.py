@@ -69,21 +69,28 @@ class TrajectoryQueue:
 
         ``timeout``: seconds to wait for room (None: as long as the queue is open), then :class:`QueueFull`.
         """
+        return self.put_timed(items, timeout) is not None
+
+    def put_timed(self, items: dict[str, np.ndarray], timeout: float | None | Literal["default"] = "default") -> float | None:
+        """:meth:`put`, returning the seconds the producer waited for room (backpressure), or None once closed."""
         wait = self.timeout if timeout == "default" else timeout
-        deadline = None if wait is None else time.monotonic() + wait
+        start = time.monotonic()
+        deadline = None if wait is None else start + wait
+        first = True
         while not self.closed:
             left = None if deadline is None else deadline - time.monotonic()
-            try:
-                self.table.insert(items, timeout=_SLICE if left is None else max(0.0, min(_SLICE, left)))
+            try:  # the first try does not wait, so a put into a queue with room counts no wait at all
+                self.table.insert(items, timeout=0.0 if first else _SLICE if left is None else max(0.0, min(_SLICE, left)))
             except RateLimited:
+                first = False
                 if left is not None and left <= 0:
                     raise QueueFull(f"queue {self.table.name!r} stayed full ({self.capacity} items) for {wait} s; "
                                     "the consumer is slower than the producers: add learner capacity or use "
                                     "overflow=drop_oldest") from None
                 continue
             self.num_put += len(next(iter(items.values())))
-            return True
-        return False
+            return 0.0 if first else time.monotonic() - start
+        return None
 
     def get(self, n: int, timeout: float | None | Literal["default"] = "default") -> dict[str, np.ndarray] | None:
         """The ``n`` oldest items, waiting up to ``timeout`` seconds (None: while open), then :class:`QueueEmpty`;

@@ -10,57 +10,112 @@ the table's FIFO remover when it is full.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
 from shoal.core.interfaces import Table
-from shoal.data import RateLimited, split_priorities
+from shoal.data import RateLimited, RateLimiter, split_priorities
 from shoal.errors import ConfigError, ShoalError
+
+_SLICE = 0.1  # a waiting call looks at the closed flag this often (seconds)
 
 #: One learner batch: (items, keys, sampling probabilities, table size when sampled).
 SampledBatch = tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]
 
 
 class ReplayNode:
-    """Serves one replay table to actors and learners."""
+    """Serves one replay table to actors and learners (thread safe: actors' inserts and the learner's
+    samples may wait on each other's progress at the same time).
 
-    def __init__(self, ctx: Any) -> None:
+    With ``rate`` = ``(samples_per_insert, min_size_to_sample, error_buffer)`` the table's rate
+    limiter keeps the replay ratio inside the node, as Reverb does: an insert that would put
+    the actors more than the tolerance ahead waits (backpressure on that actor), and so does a
+    sample that would put the learner ahead. ``blocking=False`` (a cooperative, single-threaded
+    program) refuses such a call at once instead, since nothing could release it.
+    """
+
+    def __init__(self, ctx: Any, rate: tuple[float, int, float | tuple[float, float]] | None = None,
+                 blocking: bool = True) -> None:
         builder = ctx.builder()
         tables = builder.make_tables()
         if not tables:
             raise ConfigError(f"{ctx.algo} builds no replay table, so it cannot run with a replay server; "
                               "use an off-policy algorithm (e.g. dqn) or the local topology")
         self.name, self.table = next(iter(tables.items()))
-        self.inserted = 0
-        self.sampled = 0
+        if rate is not None:
+            spi, min_size, band = rate
+            buffer: float | tuple[float, float] = (float(band[0]), float(band[1])) if isinstance(band, (tuple, list)) \
+                else float(band)
+            self.table.rate_limiter = RateLimiter(float(spi), int(min_size), buffer)
+        self.blocking = blocking
+        self.closed = False
+
+    @property
+    def inserted(self) -> int:
+        """Items inserted so far (the rate limiter's count, kept with the table's state)."""
+        return self.table.rate_limiter.inserts
+
+    @property
+    def sampled(self) -> int:
+        """Items sampled so far (the rate limiter's count)."""
+        return self.table.rate_limiter.samples
+
+    def put(self, items: dict[str, np.ndarray] | None) -> float | None:
+        """Insert one drained batch, waiting while the rate limiter holds the actors back.
+
+        Returns the seconds waited (0.0: admitted at once), or None once the node is closed.
+        """
+        if not items:
+            return None if self.closed else 0.0
+        items, priorities = split_priorities(items)
+        n = len(next(iter(items.values())))
+        start, waited = time.monotonic(), False
+        for lo in range(0, n, self.table.capacity):  # a batch larger than the table keeps its newest items
+            chunk = {k: v[lo:lo + self.table.capacity] for k, v in items.items()}
+            p = None if priorities is None else priorities[lo:lo + self.table.capacity]
+            while True:
+                if self.closed:
+                    return None
+                try:
+                    self.table.insert(chunk, p, timeout=_SLICE if waited and self.blocking else 0.0)
+                    break
+                except RateLimited:
+                    if not self.blocking:
+                        raise RateLimited(f"replay {self.name!r} refused an insert of {len(p if p is not None else chunk)} "
+                                          f"items in a cooperative program ({self.table.rate_limiter.describe()}); "
+                                          "raise topology.ratio_tolerance") from None
+                    waited = True
+        return time.monotonic() - start if waited else 0.0
 
     def insert(self, *batches: dict[str, np.ndarray] | None) -> int:
-        """Insert drained batches (``None`` entries are skipped); returns the table size."""
+        """Insert drained batches (``None`` entries are skipped) as :meth:`put` does; returns the table size."""
         for items in batches:
-            if items is None:
-                continue
-            items, priorities = split_priorities(items)
-            n = len(next(iter(items.values())))
-            for start in range(0, n, self.table.capacity):  # a batch larger than the table keeps its newest items
-                chunk = {k: v[start:start + self.table.capacity] for k, v in items.items()}
-                p = None if priorities is None else priorities[start:start + self.table.capacity]
-                self.table.insert(chunk, p)
-            self.inserted += n
+            self.put(items)
         return len(self.table)
 
-    def sample(self, num_batches: int, batch_size: int) -> list[SampledBatch]:
-        """Up to ``num_batches`` batches in one table call (none while the table cannot sample yet).
+    def sample(self, num_batches: int, batch_size: int, timeout: float = 0.0) -> list[SampledBatch]:
+        """Up to ``num_batches`` batches in one table call; none when the table cannot sample within
+        ``timeout`` seconds (too few items yet, or the rate limiter holds the learner back) or is closed.
 
         Each batch is an independent draw over the whole table, as a separate ``sample`` call
         would give, so each batch's importance weights are normalised over a representative batch.
         """
-        if num_batches < 1 or not self.table.can_sample(batch_size):
+        if num_batches < 1:
             return []
-        size = len(self.table)
-        batches = self.table.sample_batches(num_batches, batch_size, timeout=0.0)
-        self.sampled += sum(len(keys) for _, keys, _ in batches)
-        return [(items, keys, probs, size) for items, keys, probs in batches]
+        deadline = time.monotonic() + (timeout if self.blocking else 0.0)
+        while not self.closed:
+            left = deadline - time.monotonic()
+            try:  # one admission check and draw under the table's lock, whoever else samples
+                batches = self.table.sample_batches(num_batches, batch_size, timeout=max(0.0, min(_SLICE, left)))
+            except RateLimited:
+                if left <= 0:
+                    return []
+                continue
+            size = len(self.table)
+            return [(items, keys, probs, size) for items, keys, probs in batches]
+        return []
 
     def update_priorities(self, update: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Apply ``(keys, priorities)``; keys of items already evicted are ignored."""
@@ -70,13 +125,23 @@ class ReplayNode:
     def size(self) -> int:
         return len(self.table)
 
+    def metrics(self) -> dict[str, float]:
+        """Table size, items inserted and sampled, and the replay ratio kept since sampling began
+        (samples per item inserted after the rate limiter's minimum size)."""
+        since = self.inserted - self.table.rate_limiter.min_size_to_sample
+        return {"replay_size": float(len(self.table)), "replay_inserted": float(self.inserted),
+                "replay_sampled": float(self.sampled),
+                "replay_samples_per_insert": self.sampled / since if since > 0 else 0.0}
+
+    def close(self) -> None:
+        """Release every waiting insert and sample (within a fraction of a second): the program is stopping."""
+        self.closed = True
+
     def state(self) -> dict[str, Any]:
-        return {"table": self.table.state(), "inserted": self.inserted, "sampled": self.sampled}
+        return {"table": self.table.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.table.load_state(state["table"])
-        self.inserted = int(state.get("inserted", 0))
-        self.sampled = int(state.get("sampled", 0))
 
 
 class BatchFeed(Table):

@@ -112,3 +112,25 @@ class VariableServer:
                 return None
             self.num_served += 1
             return self._version, self._ref
+
+
+class Publisher:
+    """A learner's side of a variable server elsewhere: pack each new version here, store it once,
+    and hand the server only its reference (not waited for: a version older than the server's
+    newest is ignored there)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self._last: Snapshot | None = None
+
+    def publish(self, version: int, state: dict[str, torch.Tensor], restored: bool = False) -> None:
+        """Publish ``state`` as ``version``; ``restored``: a learner loaded from a checkpoint republishing it."""
+        self._last = make_snapshot(state, version, self._last)
+        self.server.call("publish_ref", version, (store.put(self._last),), restored)
+
+
+def pull_snapshot(server: Any, held: int) -> Snapshot | None:
+    """The server's newest snapshot if newer than version ``held`` (None otherwise); one small call
+    to the server, then the buffer from the object store."""
+    ref = server.call("get_ref", held).result()
+    return None if ref is None else store.get(ref[1])

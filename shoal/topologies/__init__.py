@@ -61,6 +61,9 @@ TOPOLOGIES: dict[str, str] = {
     "seed": "shoal.topologies.seed",
     "a3c": "shoal.topologies.a3c",
     "ga3c": "shoal.topologies.ga3c",
+    "gorila": "shoal.topologies.gorila",
+    "dppo": "shoal.topologies.dppo",
+    "alphazero": "shoal.topologies.alphazero",
 }
 
 
@@ -80,6 +83,11 @@ def get_topology(name: str) -> Callable[..., Program]:
 def topology_settings(name: str) -> type | None:
     """The dataclass of topology ``name``'s own settings (None: it has none)."""
     return getattr(_module(name), "Settings", None)
+
+
+def multi_learner(name: str) -> bool:
+    """Whether topology ``name`` can run a group of learners averaging gradients (``num_learners > 1``)."""
+    return bool(getattr(_module(name), "MULTI_LEARNER", False))
 
 
 def misfit(name: str, builder: Any) -> str | None:

@@ -153,7 +153,8 @@ class A3CWorkerNode(ActorNode):
             self.steps_done += report.env_steps
             returns += report.episode_returns
             lengths += report.episode_lengths
-        return ActorReport(steps, returns, lengths, data={"outcomes": outcomes}, actor_id=self.actor_id)
+        return ActorReport(steps, returns, lengths, data={"outcomes": outcomes, "env_restarts": float(self.env.take_restarts())},
+                           actor_id=self.actor_id)
 
 
 class A3CProgram(AsyncProgram):
@@ -165,14 +166,15 @@ class A3CProgram(AsyncProgram):
         self.builder = ctx.builder()
         n = run.num_actors
         self._init_async(backend, n, self.builder.steps_per_iteration * self.builder.num_envs, run.steps,
-                         s.rollouts_per_call)
+                         s.rollouts_per_call, run.max_restarts)
         self.learner = backend.spawn(ParameterNode, ctx, s, name="parameters", num_gpus=learner_gpus(ctx.device),
                                      concurrency=n + 2 if self.concurrent else 1)
         # Workers compute gradients on the CPU, whatever the parameter node's device: their network is
         # the actor's, which acts on the CPU (and a worker has no GPU of its own on Ray).
         worker_ctx = dataclasses.replace(ctx, device="cpu")
         self.actors = [backend.spawn(A3CWorkerNode, worker_ctx, i, n, derive_seed(run.seed, "env", i),
-                                     derive_seed(run.seed, "actor", i), self.learner, name=f"worker-{i}")
+                                     derive_seed(run.seed, "actor", i), self.learner, name=f"worker-{i}",
+                                     max_restarts=run.max_restarts)
                        for i in range(n)]
         self._eval_net = self.builder.make_networks()
 

@@ -13,6 +13,7 @@ a subclass runs one fixed, deterministic round instead.
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import abstractmethod
 from typing import Any
@@ -20,8 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from shoal.backends.base import NodeDied
 from shoal.core.types import ActorReport
+from shoal.errors import ShoalError
 from shoal.topologies import IterationReport, Program
+
+_log = logging.getLogger("shoal")
 
 
 def copy_tree(tree: Any) -> Any:
@@ -43,6 +48,19 @@ def copy_tree(tree: Any) -> Any:
     return tree
 
 
+def idle_report(call_s: float, idle_s: float, blocked_s: float, env_restarts: int) -> dict[str, float]:
+    """What an actor-like node reports of one call besides its episodes.
+
+    ``actor_idle_frac``: the share of the call spent neither stepping envs nor held back by a
+    full queue or a rate limiter (waiting for parameters, actions, or a hand-over);
+    ``actor_backpressure_frac``: the share spent waiting for room (the learner is behind);
+    ``env_restarts``: how often the node's env raised and was made anew during the call.
+    """
+    scale = 1.0 / call_s if call_s > 0 else 0.0
+    return {"actor_idle_frac": idle_s * scale, "actor_backpressure_frac": blocked_s * scale,
+            "env_restarts": float(env_restarts)}
+
+
 def actor_critic_misfit(builder: Any) -> str | None:
     """Why a topology carrying actor-critic rollouts (impala, seed, ga3c) cannot run ``builder``'s algorithm."""
     if not builder.rollout_actor_critic:
@@ -59,8 +77,13 @@ class AsyncProgram(Program):
     wait_timeout_s: float = 60.0
 
     def _init_async(self, backend: Any, num_actors: int, steps_per_unit: int, total_steps: int,
-                    first_units: int) -> None:
+                    first_units: int, max_restarts: int = 0) -> None:
         self.backend = backend
+        self.max_restarts = max_restarts  # deaths each actor node survives (a backend that restarts them: Ray)
+        self.node_restarts = [0] * num_actors
+        self._recovering: dict[int, float] = {}  # actor id -> when it died; until a call of it succeeds
+        self._not_before: dict[int, float] = {}  # actor id -> earliest time of its next call (while it restarts)
+        self._env_restarts = 0  # envs made anew inside actor nodes, in all
         self.concurrent = backend.concurrent
         self.steps_per_unit = max(1, steps_per_unit)  # env steps in one unit of actor work
         self.total_steps = total_steps
@@ -93,8 +116,10 @@ class AsyncProgram(Program):
         if not self.concurrent:
             return self._cooperative_round()
         remaining = max(0, self.total_steps - self.env_steps - self._in_flight_steps())
+        now = time.monotonic()
         for i in range(len(self._units)):
-            if i not in self._actor_calls and remaining > 0:  # no work beyond the step budget
+            if i not in self._actor_calls and remaining > 0 and self._not_before.get(i, 0.0) <= now:
+                # (no work beyond the step budget; a restarting node is called again after a pause)
                 cap = max(1, -(-remaining // (self.steps_per_unit * len(self._units))))
                 units = min(self._units[i], cap)
                 self._actor_calls[i] = (self._start_actor(i, units), time.monotonic(), units)
@@ -102,19 +127,67 @@ class AsyncProgram(Program):
         if self._learner_call is None:
             self._learner_call = self._start_learner()
         futures = [f for f, _, _ in self._actor_calls.values()] + ([self._learner_call] if self._learner_call is not None else [])
-        ready, _ = self.backend.wait(futures, num_returns=1, timeout=self.wait_timeout_s)
+        for i, since in self._recovering.items():  # a node Ray cannot place again never answers nor fails
+            if now - since > self.restart_timeout_s:
+                raise ShoalError(f"actor node {i} died and did not come back within {self.restart_timeout_s:.0f} s; "
+                                 "check the cluster's free resources and the node's log")
+        if not futures:  # every node is restarting
+            time.sleep(0.1)
+            return self._report([], {})
+        ready, _ = self.backend.wait(futures, num_returns=1, timeout=min(self.wait_timeout_s, self.restart_timeout_s))
         ready_ids = {id(f) for f in ready}
         reports = []
         for i in [i for i, (f, _, _) in self._actor_calls.items() if id(f) in ready_ids]:
             fut, started, units = self._actor_calls.pop(i)
-            reports.append(self.backend.get(fut))
+            try:
+                reports.append(self.backend.get(fut))
+            except NodeDied as e:
+                if e.node != getattr(self.actors[i], "name", None):  # type: ignore[attr-defined]
+                    raise self._not_restarted(e) from None  # a node it called died, not the actor itself
+                self._node_died(i, e)  # the backend restarts it; its next call goes to the new process
+                continue
+            self._recovering.pop(i, None)
             took = max(time.monotonic() - started, 1e-3)
             self._units[i] = int(np.clip(units * self.call_seconds / took, 1, 100_000))
         metrics: dict[str, float] = {}
         if self._learner_call is not None and id(self._learner_call) in ready_ids:
-            metrics = self.backend.get(self._learner_call) or {}  # reported once, when fresh
+            try:
+                metrics = self.backend.get(self._learner_call) or {}  # reported once, when fresh
+            except NodeDied as e:
+                raise self._not_restarted(e) from None
             self._learner_call = None
         return self._report(reports, metrics)
+
+    @staticmethod
+    def _not_restarted(error: NodeDied) -> ShoalError:
+        """The error for the death of a node that is not an actor (a learner, queue, replay or server)."""
+        return ShoalError(f"node {error.node or '(unknown)'} died ({error.reason}); only actor nodes are restarted, so the "
+                          "run stops here: resume it from its last checkpoint with shoal train --resume")
+
+    #: Longest an actor node may take to come back after it died.
+    restart_timeout_s: float = 120.0
+
+    def _node_died(self, i: int, error: NodeDied) -> None:
+        """Count actor ``i``'s death; past ``max_restarts`` the run stops with an error naming it.
+
+        Calls made while the backend restarts the node fail too (transiently): those are the same
+        death, and the node is called again after a pause until a call succeeds.
+        """
+        now = time.monotonic()
+        self._not_before[i] = now + 0.5
+        if i in self._recovering and error.transient:
+            if now - self._recovering[i] > self.restart_timeout_s:
+                raise ShoalError(f"actor node {i} died and did not come back within {self.restart_timeout_s:.0f} s "
+                                 f"(last: {error.reason}); check the cluster's resources and the node's log") from None
+            return
+        self._recovering[i] = now
+        self.node_restarts[i] += 1
+        if self.node_restarts[i] > self.max_restarts:
+            raise ShoalError(f"actor node {i} died {self.node_restarts[i]} times, more than max_restarts="
+                             f"{self.max_restarts} (last: {error.reason}); find the cause in its log, or allow more "
+                             "restarts with max_restarts") from None
+        _log.warning("actor node %d died (%s); it restarts and pulls the newest parameters (%d of %d)", i, error.reason,
+                     self.node_restarts[i], self.max_restarts)
 
     def _in_flight_steps(self) -> int:
         return sum(units * self.steps_per_unit for _, _, units in self._actor_calls.values())
@@ -126,9 +199,14 @@ class AsyncProgram(Program):
         if not self.concurrent or now - self._extra_at >= self.call_seconds:  # other nodes' metrics: at most one call per call_seconds
             metrics = dict(metrics, **self._extra_metrics())
             self._extra_at = now
-        idle = [r.data["actor_idle_frac"] for r in reports if isinstance(r.data, dict) and "actor_idle_frac" in r.data]
-        if idle:
-            metrics["actor_idle_frac"] = float(np.mean(idle))
+        data = [r.data for r in reports if isinstance(r.data, dict)]
+        for key in ("actor_idle_frac", "actor_backpressure_frac"):
+            values = [d[key] for d in data if key in d]
+            if values:
+                metrics[key] = float(np.mean(values))
+        self._env_restarts += sum(int(d.get("env_restarts", 0)) for d in data)  # each call reports its own
+        metrics["env_restarts"] = float(self._env_restarts)
+        metrics["actor_restarts"] = float(sum(self.node_restarts))
         return IterationReport(steps, [x for r in reports for x in r.episode_returns],
                                [x for r in reports for x in r.episode_lengths], metrics)
 
@@ -141,7 +219,10 @@ class AsyncProgram(Program):
     def close(self) -> None:
         """Release blocked nodes, let outstanding calls end, stop every node."""
         try:
-            self._release()
+            try:
+                self._release()
+            except NodeDied:  # a dead node holds no one back (and its death is already being reported)
+                pass
             pending = self._outstanding()
             if pending:
                 self.backend.wait(pending, num_returns=len(pending), timeout=60.0)

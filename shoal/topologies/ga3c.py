@@ -11,6 +11,7 @@ batches, so it acts with parameters a little behind the trainer's: that policy l
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, cast
@@ -29,9 +30,9 @@ from shoal.services.inference import InferenceServer
 from shoal.services.variables import VariableServer
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
-from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit
+from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit, idle_report
 from shoal.topologies.impala import ImpalaLearnerNode, ImpalaSettings, QueueNode
-from shoal.topologies.nodes import NodeContext
+from shoal.topologies.nodes import EnvRestarted, NodeContext, RestartingEnv
 from shoal.topologies.seed import _Trajectory
 
 
@@ -68,7 +69,8 @@ class PredictorNode:
 
         set_threads(ctx.torch_threads)
         self.builder = ctx.builder()
-        self.net = self.builder.make_networks()
+        self.device = torch.device(ctx.inference_on)
+        self.net = self.builder.make_networks().to(self.device)
         self.variables, self.settings = variables, settings
         self.version = -1
         self.batches = 0
@@ -89,7 +91,7 @@ class PredictorNode:
         if self.batches % self.settings.predictor_pull_every == 0:
             self._pull()
         self.batches += 1
-        params, _ = self.net(torch.as_tensor(obs))
+        params = self.net(torch.as_tensor(obs).to(self.device))[0].cpu()  # sampling: on the CPU, per agent
         dist = cast(PolicyDistribution, self.net.dist)  # ga3c runs actor-critic builders only
         groups = _rows_by_agent(agent_ids)  # each agent samples with its own generator
         actions = torch.cat([dist.sample(params[rows], self.gens[a]) for a, rows in groups])
@@ -123,13 +125,13 @@ class AgentNode:
 
     def __init__(self, ctx: NodeContext, agent_id: int, env_seed: int, predictor: Any, queue: Any) -> None:
         from shoal.core.threads import set_threads
-        from shoal.envs import make_vec_env
 
         set_threads(ctx.torch_threads)
         b = ctx.builder()
         spec = ctx.env_spec
         self.agent_id, self.predictor, self.queue = agent_id, predictor, queue
-        self.env = make_vec_env(ctx.env, b.num_envs, seed=env_seed, mode=ctx.vector)
+        self.env = RestartingEnv(ctx, b.num_envs, env_seed, f"agent {agent_id}")
+        self.env_seed = env_seed
         self.low, self.high = (None, None) if spec.discrete else (spec.action_low, spec.action_high)
         with torch.no_grad():  # the width of the policy's parameters; the agent keeps no network
             probe = b.make_networks()(torch.zeros((1, *spec.obs_shape),
@@ -140,26 +142,39 @@ class AgentNode:
                                 () if spec.discrete else (spec.num_actions,), np.int64 if spec.discrete else np.float32,
                                 params_dim)
 
+    def on_restart(self) -> None:
+        """Called by a backend that restarted this node's process: its envs start from a new seed."""
+        self.env.reset(seed=derive_seed(self.env_seed, "process", os.getpid()))
+
     def run(self, num_steps: int) -> ActorReport:
-        env, traj = self.env, self.traj
+        """``num_steps`` vector steps; idle time (waiting for predictions or handing rollouts over) and
+        backpressure (waiting for room in a full training queue) are reported apart."""
+        traj = self.traj
         returns: list[float] = []
         lengths: list[int] = []
-        waited = 0.0
+        waited = blocked = 0.0
         t0 = time.perf_counter()
-        obs = env.obs
+        obs = self.env.obs
         done = 0
-        for _ in range(num_steps):
+        while done < num_steps:
             if traj.t == traj.T:
                 w = time.perf_counter()
-                pushed = self.queue.call("put", traj.finish(obs).to_item()).result()  # waits for room while open
-                waited += time.perf_counter() - w
-                if not pushed:
+                full_wait = self.queue.call("put", traj.finish(obs).to_item()).result()  # waits for room while open
+                took = time.perf_counter() - w
+                if full_wait is None:
                     break
+                blocked += min(full_wait, took)
+                waited += took - min(full_wait, took)
             w = time.perf_counter()
             action, logp, params, version = self.predictor.call("predict", self.agent_id, obs).result()
             waited += time.perf_counter() - w
             traj.record(obs, action, logp, params, int(version[0]))
-            step = env.step(action if self.low is None else np.clip(action, self.low, self.high))
+            try:
+                step = self.env.step(action if self.low is None else np.clip(action, self.low, self.high))
+            except EnvRestarted:  # the rollout in progress belongs to episodes that are gone
+                traj.clear()
+                obs = self.env.obs
+                continue
             cut = np.flatnonzero(step.truncated & ~step.terminated)
             traj.outcome(step.reward, step.terminated, step.truncated, cut, step.final_obs[cut])
             done += 1
@@ -168,9 +183,9 @@ class AgentNode:
                 returns.extend(ended.returns.tolist())
                 lengths.extend(ended.lengths.tolist())
             obs = step.next_obs
-        busy = time.perf_counter() - t0
-        return ActorReport(done * env.num_envs, returns, lengths,
-                           data={"actor_idle_frac": waited / busy if busy > 0 else 0.0}, actor_id=self.agent_id)
+        return ActorReport(done * self.env.num_envs, returns, lengths,
+                           data=idle_report(time.perf_counter() - t0, waited, blocked, self.env.take_restarts()),
+                           actor_id=self.agent_id)
 
     def close(self) -> None:
         self.env.close()
@@ -189,16 +204,16 @@ class GA3CProgram(AsyncProgram):
         require(capacity >= self.batch_unrolls + n, f"queue_size {capacity} must hold a batch ({self.batch_unrolls}) "
                 f"plus one rollout per agent ({n}); raise queue_size")
         self.settings = ImpalaSettings(batch_unrolls=self.batch_unrolls, queue_size=capacity, max_policy_lag=g.max_policy_lag)
-        self._init_async(backend, n, self.builder.num_envs, run.steps, g.steps_per_call)
+        self._init_async(backend, n, self.builder.num_envs, run.steps, g.steps_per_call, run.max_restarts)
         conc = max(4, 2 * n + 2)
         self.queue = backend.spawn(QueueNode, capacity, name="training-queue", num_cpus=0, concurrency=conc)
         self.variables = backend.spawn(VariableServer, name="variables", num_cpus=0, concurrency=conc)
         self.learner = backend.spawn(ImpalaLearnerNode, ctx, self.queue, self.variables, self.settings, self.batch_unrolls,
                                      name="trainer", num_gpus=learner_gpus(ctx.device))
         self.predictor = backend.spawn(PredictorNode, ctx, n, self.variables, g, self.concurrent, name="predictor",
-                                       concurrency=n + 2 if self.concurrent else 1)
+                                       num_gpus=learner_gpus(ctx.inference_on), concurrency=n + 2 if self.concurrent else 1)
         self.actors = [backend.spawn(AgentNode, ctx, i, derive_seed(run.seed, "env", i), self.predictor, self.queue,
-                                     name=f"agent-{i}") for i in range(n)]
+                                     name=f"agent-{i}", max_restarts=run.max_restarts) for i in range(n)]
         self._eval_net = self.builder.make_networks()
 
     def _start_actor(self, i: int, units: int) -> Any:

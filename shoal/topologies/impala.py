@@ -25,15 +25,14 @@ import torch
 
 from shoal.backends.base import Backend
 from shoal.config import positive, require
-from shoal.core import store
 from shoal.core.device import learner_gpus
 from shoal.core.seeding import derive_seed
 from shoal.core.types import ActorReport, Rollout
 from shoal.services.queue import QueueEmpty, TrajectoryQueue
-from shoal.services.variables import Snapshot, VariableServer, make_snapshot
+from shoal.services.variables import Publisher, VariableServer
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
-from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit, copy_tree
+from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit, copy_tree, idle_report
 from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
 
 
@@ -67,9 +66,10 @@ class QueueNode:
     def __init__(self, capacity: int) -> None:
         self.queue = TrajectoryQueue(capacity, overflow="block", timeout=None, name="trajectories")
 
-    def put(self, item: dict[str, np.ndarray]) -> bool:
-        """Append one unroll, waiting for room; False once the queue is closed (the run is stopping)."""
-        return self.queue.put(item, timeout=None)
+    def put(self, item: dict[str, np.ndarray]) -> float | None:
+        """Append one unroll, waiting for room; returns the seconds waited for room (0.0 when there was
+        room), or None once the queue is closed (the run is stopping)."""
+        return self.queue.put_timed(item, timeout=None)
 
     def get(self, n: int, timeout: float) -> dict[str, np.ndarray] | None:
         """The ``n`` oldest unrolls, or None when they did not arrive within ``timeout`` s or the queue closed."""
@@ -92,26 +92,23 @@ class ImpalaActorNode(ActorNode):
                  queue: Any, variables: Any, settings: ImpalaSettings) -> None:
         super().__init__(ctx, actor_id, num_actors, env_seed, actor_seed)
         self.queue, self.variables, self.settings = queue, variables, settings
-        self.version = -1
         self.unrolls = 0
         self.T = self.builder.steps_per_iteration
 
-    def _pull(self) -> None:
-        ref = self.variables.call("get_ref", self.version).result()
-        if ref is not None:
-            snap = store.get(ref[1])
-            self.actor.load_variables(snap.version, snap.tensors())
-            self.version = snap.version
-
     def collect(self, num_unrolls: int) -> ActorReport:
-        """Run ``num_unrolls`` unrolls, pushing each into the queue; reports steps, episodes, idle time."""
+        """Run ``num_unrolls`` unrolls, pushing each into the queue; reports steps, episodes and idle time.
+
+        Idle time is what the actor spends not stepping envs for any reason but a full queue
+        (pulling parameters, handing unrolls over); waiting for room in a full queue is
+        backpressure, reported apart (``actor_backpressure_frac``).
+        """
         t0 = time.perf_counter()
-        idle = 0.0
+        idle = blocked = 0.0
         steps, returns, lengths = 0, [], []
         for _ in range(num_unrolls):
             if self.unrolls % self.settings.pull_period == 0 or self.version < 0:
                 w = time.perf_counter()
-                self._pull()
+                self.pull(self.variables)
                 idle += time.perf_counter() - w
             report, rollout = self.run(self.T)
             self.unrolls += 1
@@ -119,12 +116,13 @@ class ImpalaActorNode(ActorNode):
             returns += report.episode_returns
             lengths += report.episode_lengths
             w = time.perf_counter()
-            pushed = self.queue.call("put", rollout.to_item()).result()
-            idle += time.perf_counter() - w
-            if not pushed:
+            waited = self.queue.call("put", rollout.to_item()).result()
+            took = time.perf_counter() - w
+            if waited is None:
                 break
-        busy = time.perf_counter() - t0
-        return ActorReport(steps, returns, lengths, data={"actor_idle_frac": idle / busy if busy > 0 else 0.0},
+            blocked += min(waited, took)
+            idle += took - min(waited, took)
+        return ActorReport(steps, returns, lengths, data=idle_report(time.perf_counter() - t0, idle, blocked, self.env.take_restarts()),
                            actor_id=self.actor_id)
 
 
@@ -205,19 +203,15 @@ class ImpalaLearnerNode(QueueLearnerNode):
 
     def __init__(self, ctx: NodeContext, queue: Any, variables: Any, settings: ImpalaSettings, batch_unrolls: int) -> None:
         super().__init__(ctx, settings.max_policy_lag, batch_unrolls)
-        self.queue, self.variables = queue, variables
-        self._snapshot: Snapshot | None = None
+        self.queue = queue
+        self.publisher = Publisher(variables)
         self._after_update()
 
     def _next_batch(self, timeout: float) -> dict[str, np.ndarray] | None:
         return self.queue.call("get", self.batch_unrolls, timeout).result()
 
     def _after_update(self, restored: bool = False) -> None:
-        """Pack the new version here, store it once, and hand the variable server only its reference
-        (not waited for: a version older than the server's newest is ignored there)."""
-        version, state = self.learner.get_variables()
-        self._snapshot = make_snapshot(state, version, self._snapshot)
-        self.variables.call("publish_ref", version, (store.put(self._snapshot),), restored)
+        self.publisher.publish(*self.learner.get_variables(), restored=restored)
 
 
 class ImpalaProgram(AsyncProgram):
@@ -233,14 +227,21 @@ class ImpalaProgram(AsyncProgram):
         require(capacity >= self.batch_unrolls + n, f"queue_size {capacity} must hold a batch ({self.batch_unrolls}) "
                 f"plus one unroll per actor ({n}); raise queue_size")
         unroll = self.builder.steps_per_iteration * self.builder.num_envs
-        self._init_async(backend, n, unroll, run.steps, s.unrolls_per_call)
+        self._init_async(backend, n, unroll, run.steps, s.unrolls_per_call, run.max_restarts)
         conc = max(4, 2 * n + 2)
         self.queue = backend.spawn(QueueNode, capacity, name="queue", num_cpus=0, concurrency=conc)
         self.variables = backend.spawn(VariableServer, name="variables", num_cpus=0, concurrency=conc)
-        self.learner = backend.spawn(ImpalaLearnerNode, ctx, self.queue, self.variables, s, self.batch_unrolls,
-                                     name="learner", num_gpus=learner_gpus(ctx.device))
+        if run.num_learners > 1:  # a group of ranks averaging gradients, rank 0 publishing (Ray only)
+            from shoal.topologies.impala_learners import spawn_impala_learners
+
+            self.learner = spawn_impala_learners(backend, ctx, run.num_learners, self.queue, self.variables, s,
+                                                 self.batch_unrolls)
+        else:
+            self.learner = backend.spawn(ImpalaLearnerNode, ctx, self.queue, self.variables, s, self.batch_unrolls,
+                                         name="learner", num_gpus=learner_gpus(ctx.device))
         self.actors = [backend.spawn(ImpalaActorNode, ctx, i, n, derive_seed(run.seed, "env", i),
-                                     derive_seed(run.seed, "actor", i), self.queue, self.variables, s, name=f"actor-{i}")
+                                     derive_seed(run.seed, "actor", i), self.queue, self.variables, s, name=f"actor-{i}",
+                                     max_restarts=run.max_restarts)
                        for i in range(n)]
         self._eval_net = self.builder.make_networks()
 
@@ -262,6 +263,9 @@ class ImpalaProgram(AsyncProgram):
 
 #: The topology's settings (``topology.KEY=VALUE``; printed under ``topology:`` in config.yaml).
 Settings = ImpalaSettings
+
+#: ``num_learners > 1`` places a learner group on Ray (see :mod:`shoal.topologies.impala_learners`).
+MULTI_LEARNER = True
 
 
 def make_program(ctx: NodeContext, run: RunConfig, backend: Backend, settings: ImpalaSettings | None = None) -> ImpalaProgram:

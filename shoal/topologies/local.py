@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from shoal.backends.base import Backend
-from shoal.core.device import learner_gpus
 from shoal.core.seeding import derive_seed
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport, Program
+from shoal.topologies.learners import LearnerGroup, LearnerRankNode, spawn_learners
 from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
 
 
@@ -26,7 +26,8 @@ class LocalProgram(Program):
         self.backend = backend
         self.builder = ctx.builder()
         # The learner alone gets the GPU (actors act on the CPU); on Ray this is what makes one visible to it.
-        self.learner = backend.spawn(LearnerNode, ctx, name="learner", num_gpus=learner_gpus(ctx.device))
+        # With num_learners > 1 it is a group of ranks averaging gradients, rank 0 answering for all.
+        self.learner = spawn_learners(backend, LearnerRankNode, ctx, run.num_learners, single=LearnerNode)
         self.env_seeds = [derive_seed(run.seed, "env", i) for i in range(run.num_actors)]
         self.actor_seeds = [derive_seed(run.seed, "actor", i) for i in range(run.num_actors)]
         self.actors = [
@@ -61,6 +62,15 @@ class LocalProgram(Program):
         if len(state["actors"]) == len(self.actors):
             self.backend.get([a.call("load_state", s) for a, s in zip(self.actors, state["actors"])])
         self.env_steps = int(state["env_steps"])
+
+    def close(self) -> None:
+        if isinstance(self.learner, LearnerGroup):
+            self.learner.close()
+        super().close()
+
+
+#: ``num_learners > 1`` places a learner group (see :mod:`shoal.topologies.learners`).
+MULTI_LEARNER = True
 
 
 def make_program(ctx: NodeContext, run: RunConfig, backend: Backend, settings: Any = None) -> LocalProgram:

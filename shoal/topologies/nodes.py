@@ -6,6 +6,7 @@ env id), so any backend can create them in any process.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +19,12 @@ from shoal.agents import registry
 from shoal.config import build
 from shoal.core.interfaces import Builder
 from shoal.core.memory import retain_freed_memory
-from shoal.core.seeding import seeded_global_rngs
+from shoal.core.seeding import derive_seed, seeded_global_rngs
 from shoal.core.threads import set_threads
 from shoal.core.types import ActorReport, EnvSpec
 from shoal.io.checkpoint import Detachable
+
+_log = logging.getLogger("shoal")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class NodeContext:
     torch_threads: int = 1
     device: str = "cpu"
     vector: str = "auto"
+    max_restarts: int = 3
+    """Times an actor node's env may raise and be made anew before the node fails (``RunConfig.max_restarts``)."""
+    inference_device: str = ""
+    """Where batched inference apart from the actors runs (empty: ``device``); see :attr:`inference_on`."""
 
     driver_pid: int = field(default_factory=os.getpid)
     """The process that made this context (the user's driver); nodes elsewhere own their process."""
@@ -61,21 +68,108 @@ class NodeContext:
         builder.make_networks = seeded_make_networks
         return builder
 
+    @property
+    def inference_on(self) -> str:
+        """The device of a node's batched inference (SEED's server, GA3C's predictor)."""
+        return self.inference_device or self.device
+
     def owns_process(self) -> bool:
         """True in a node process of its own (e.g. a Ray worker), False in the driver that made the context."""
         return os.getpid() != self.driver_pid
+
+
+class EnvRestarted(Exception):
+    """The env raised during a step and was made anew: the caller drops what it held of the
+    interrupted episodes (a partial unroll) and starts over from ``env.obs``."""
+
+
+class RestartingEnv:
+    """A node's vector env that is made anew, with a fresh derived seed, when a step raises.
+
+    An env that crashes (a simulator fault, a lost connection) costs its node the episodes in
+    progress, not the run: :meth:`step` closes it, makes a new one and raises
+    :class:`EnvRestarted`. After ``max_restarts`` such failures the next one is an
+    :class:`~shoal.errors.EnvError` naming the env and the last error. An env that answers
+    wrongly (the :class:`~shoal.errors.EnvError` of the vector env's checks: a non-finite or
+    misshapen observation) is not made anew: that error stops the run at once.
+    """
+
+    def __init__(self, ctx: NodeContext, num_envs: int, seed: int, owner: str) -> None:
+        self.ctx, self.num_envs_asked, self.seed, self.owner = ctx, num_envs, seed, owner
+        self.restarts = 0  # in this process: a node restarted by its backend gets a fresh budget
+        self._reported = 0
+        self.env = self._make(seed)
+
+    def _make(self, seed: int) -> Any:
+        from shoal.envs import make_vec_env
+
+        return make_vec_env(self.ctx.env, self.num_envs_asked, seed=seed, mode=self.ctx.vector)
+
+    @property
+    def obs(self) -> np.ndarray:
+        return self.env.obs
+
+    @property
+    def num_envs(self) -> int:
+        return self.env.num_envs
+
+    def step(self, action: np.ndarray) -> Any:
+        from shoal.errors import EnvError
+
+        try:
+            return self.env.step(action)
+        except EnvError:  # the env answered, wrongly (a NaN, a wrong shape): a bug a new env would repeat
+            raise
+        except Exception as e:  # the env crashed
+            self.recreate(e)
+            raise EnvRestarted(str(e)) from e
+
+    def recreate(self, error: BaseException) -> None:
+        """Replace the env after ``error`` (or fail once ``max_restarts`` is used up)."""
+        from shoal.errors import EnvError
+
+        self.restarts += 1
+        if self.restarts > self.ctx.max_restarts:
+            raise EnvError(f"{self.owner}: env {_env_name(self.ctx.env)} raised {self.restarts} times "
+                           f"(last: {type(error).__name__}: {error}); fix the env, or allow more with "
+                           f"max_restarts (now {self.ctx.max_restarts})") from error
+        _log.warning("%s: env %s raised %s: %s; made it anew (%d of %d)", self.owner, _env_name(self.ctx.env),
+                     type(error).__name__, error, self.restarts, self.ctx.max_restarts)
+        try:
+            self.env.close()
+        except Exception:  # a crashed env may not close cleanly; it is dropped either way
+            pass
+        try:
+            self.env = self._make(derive_seed(self.seed, "restart", self.restarts))
+        except Exception as e:
+            raise EnvError(f"{self.owner}: env {_env_name(self.ctx.env)} raised ({type(error).__name__}: {error}) "
+                           f"and could not be made anew ({type(e).__name__}: {e}); check the env's setup") from e
+
+    def take_restarts(self) -> int:
+        """Restarts since the last call (what a node reports per call; the driver adds them up)."""
+        new, self._reported = self.restarts - self._reported, self.restarts
+        return new
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        return self.env.reset(seed=seed)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _env_name(env: Any) -> str:
+    return env if isinstance(env, str) else getattr(env, "__name__", type(env).__name__)
 
 
 class ActorNode:
     """Steps a vector env with one actor and reports episodes and the adder's data."""
 
     def __init__(self, ctx: NodeContext, actor_id: int, num_actors: int, env_seed: int, actor_seed: int) -> None:
-        from shoal.envs import make_vec_env
-
         self.builder = ctx.builder()
         self.actor_id = actor_id
-        self.env = make_vec_env(ctx.env, self.builder.num_envs, seed=env_seed, mode=ctx.vector)
+        self.env = RestartingEnv(ctx, self.builder.num_envs, env_seed, f"actor {actor_id}")
         self.env_seed = env_seed
+        self.version = -1  # the parameter version pulled last (pull)
         self.actor = self.builder.make_actor(self.builder.make_networks(), self.env.num_envs, actor_id, num_actors, actor_seed)
         self.actor.observe_first(self.env.obs)
         spec = ctx.env_spec
@@ -91,6 +185,13 @@ class ActorNode:
         """
         if variables is not None:
             self.actor.load_variables(*variables)
+        while True:
+            try:
+                return self._run(num_steps)
+            except EnvRestarted:  # the episodes in progress are lost, the run goes on with a new env
+                self._new_episodes(self.env.obs)
+
+    def _run(self, num_steps: int) -> tuple[ActorReport, Any]:
         env, actor = self.env, self.actor
         returns: list[float] = []
         lengths: list[int] = []
@@ -110,6 +211,27 @@ class ActorNode:
         report = ActorReport(num_steps * env.num_envs, returns, lengths, actor_id=self.actor_id)
         return report, actor.drain()
 
+    def pull(self, variables: Any) -> None:
+        """Adopt the newest snapshot of the variable server ``variables`` if it is newer than the one held."""
+        from shoal.services.variables import pull_snapshot
+
+        snap = pull_snapshot(variables, self.version)
+        if snap is not None:
+            self.actor.load_variables(snap.version, snap.tensors())
+            self.version = snap.version
+
+    def _new_episodes(self, obs: np.ndarray) -> None:
+        """Every env copy starts a new episode at ``obs`` (the actor drops partial data; returns restart at 0)."""
+        self.actor.observe_first(obs)
+        if self.reward_norm is not None:
+            self.reward_norm.new_episodes()
+
+    def on_restart(self) -> None:
+        """Called by a backend that restarted this node's process: its envs start from a new seed
+        (the constructor ran with the first process's arguments) and it pulls parameters afresh."""
+        self.resets += 1
+        self._new_episodes(self.env.reset(seed=derive_seed(self.env_seed, "process", os.getpid())))
+
     def state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"actor": self.actor.state()}
         if self.reward_norm is not None:
@@ -123,10 +245,7 @@ class ActorNode:
         if self.reward_norm is not None and "reward_norm" in state:
             self.reward_norm.load_state(state["reward_norm"])
         self.resets += 1
-        obs = self.env.reset(seed=self.env_seed + 7919 * self.resets)
-        if hasattr(self.actor, "t"):
-            self.actor.t = 0
-        self.actor.observe_first(obs)
+        self.actor.observe_first(self.env.reset(seed=self.env_seed + 7919 * self.resets))
 
     def close(self) -> None:
         self.env.close()

@@ -16,8 +16,10 @@ workers concurrently and batches them.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -35,9 +37,9 @@ from shoal.services.inference import InferenceServer
 from shoal.services.queue import QueueEmpty, TrajectoryQueue
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
-from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit
+from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit, idle_report
 from shoal.topologies.impala import QueueLearnerNode
-from shoal.topologies.nodes import NodeContext
+from shoal.topologies.nodes import EnvRestarted, NodeContext, RestartingEnv
 
 
 @dataclass
@@ -68,28 +70,46 @@ class EnvWorkerNode:
 
     def __init__(self, ctx: NodeContext, worker_id: int, num_envs: int, env_seed: int, server: Any) -> None:
         from shoal.core.threads import set_threads
-        from shoal.envs import make_vec_env
 
         set_threads(ctx.torch_threads)
         self.worker_id, self.server = worker_id, server
-        self.env = make_vec_env(ctx.env, num_envs, seed=env_seed, mode=ctx.vector)
+        self.env = RestartingEnv(ctx, num_envs, env_seed, f"env worker {worker_id}")
+        self.env_seed = env_seed
         spec = ctx.env_spec
         self.low, self.high = (None, None) if spec.discrete else (spec.action_low, spec.action_high)
         self.prev: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.fresh = True  # the server may hold a partial unroll of this worker's earlier envs (or process)
+        # This process's token: the server ignores calls of an earlier incarnation of the worker that
+        # were still in flight when it died (a put or an inference may have held them up).
+        self.incarnation = uuid.uuid4().int & (2**62 - 1)
+
+    def on_restart(self) -> None:
+        """Called by a backend that restarted this node's process: new env seed; the server drops the old unroll."""
+        self.env.reset(seed=derive_seed(self.env_seed, "process", os.getpid()))
 
     def run(self, num_steps: int) -> ActorReport:
-        """``num_steps`` vector steps; returns steps, finished episodes and the time spent waiting for actions."""
-        env = self.env
+        """``num_steps`` vector steps; returns steps, finished episodes and the time spent waiting for
+        actions (idle) apart from the time the server held a finished unroll for room in its queue."""
         returns: list[float] = []
         lengths: list[int] = []
-        waited = 0.0
+        waited = blocked = 0.0
         t0 = time.perf_counter()
-        obs = env.obs
-        for _ in range(num_steps):
+        obs = self.env.obs
+        done = 0
+        while done < num_steps:
             w = time.perf_counter()
-            action = self.server.call("act", self.worker_id, obs, self.prev).result()
-            waited += time.perf_counter() - w
-            step = env.step(action if self.low is None else np.clip(action, self.low, self.high))
+            action, full_wait = self.server.call("act", self.worker_id, obs, self.prev, self.fresh,
+                                                 self.incarnation).result()
+            took = time.perf_counter() - w
+            blocked += min(full_wait, took)
+            waited += took - min(full_wait, took)
+            self.fresh = False
+            try:
+                step = self.env.step(action if self.low is None else np.clip(action, self.low, self.high))
+            except EnvRestarted:  # the server drops this worker's partial unroll at the next request
+                self.prev, self.fresh, obs = None, True, self.env.obs
+                continue
+            done += 1
             ended = step.extras.get("episodes")
             if ended is not None:
                 returns.extend(ended.returns.tolist())
@@ -98,9 +118,9 @@ class EnvWorkerNode:
             cut = np.flatnonzero(step.truncated & ~step.terminated)
             self.prev = (step.reward, step.terminated, step.truncated, cut, step.final_obs[cut])
             obs = step.next_obs
-        busy = time.perf_counter() - t0
-        return ActorReport(num_steps * env.num_envs, returns, lengths,
-                           data={"actor_idle_frac": waited / busy if busy > 0 else 0.0}, actor_id=self.worker_id)
+        return ActorReport(num_steps * self.env.num_envs, returns, lengths,
+                           data=idle_report(time.perf_counter() - t0, waited, blocked, self.env.take_restarts()),
+                           actor_id=self.worker_id)
 
     def close(self) -> None:
         self.env.close()
@@ -147,9 +167,12 @@ class _Trajectory:
                     final_b=np.concatenate([idx for _, idx, _ in rows]).astype(np.int64) if rows else np.zeros(0, np.int64),
                     final_obs=np.concatenate([o for _, _, o in rows]).astype(self.obs.dtype) if rows
                     else np.zeros((0, *self.obs.shape[2:]), self.obs.dtype))
-        self.versions = []
-        self.t = 0
+        self.clear()
         return r
+
+    def clear(self) -> None:
+        """Drop the steps recorded so far (the envs restarted: those episodes are gone)."""
+        self.final, self.versions, self.t = [], [], 0
 
 
 class SeedLearnerNode(QueueLearnerNode):
@@ -163,22 +186,26 @@ class SeedLearnerNode(QueueLearnerNode):
         b, spec = self.builder, ctx.env_spec
         self.settings = settings
         self.T, self.num_envs = b.steps_per_iteration, b.num_envs
-        # Inference runs on a copy on the learner's device, refreshed after every update (never on
-        # weights being updated); only the sampling, with each worker's CPU generator, is on the CPU.
+        # Inference runs on a copy on the inference device (by default the learner's), refreshed after
+        # every update (never on weights being updated); only the sampling, with each worker's CPU
+        # generator, is on the CPU.
         self.device = next(self.networks.parameters()).device
-        self.infer_net = b.make_networks().to(self.device)
+        self.infer_device = torch.device(ctx.inference_on)
+        self.infer_net = b.make_networks().to(self.infer_device)
         self.infer_net.load_state_dict(self.networks.state_dict())
         self.infer_version = self.learner.version
         self._infer_lock = threading.Lock()
         self.gens = [torch.Generator().manual_seed(derive_seed(ctx.seed, "seed-worker", w)) for w in range(num_workers)]
         with torch.no_grad():
             probe = self.infer_net(torch.zeros((1, *spec.obs_shape), dtype=torch.float32
-                                               if spec.obs_dtype != np.uint8 else torch.uint8, device=self.device))[0]
+                                               if spec.obs_dtype != np.uint8 else torch.uint8, device=self.infer_device))[0]
         act_shape = () if spec.discrete else (spec.num_actions,)
         act_dtype = np.int64 if spec.discrete else np.float32
         obs_dtype = np.uint8 if spec.obs_dtype == np.uint8 else np.float32
         self.trajectories = [_Trajectory(self.T, self.num_envs, spec.obs_shape, obs_dtype, act_shape, act_dtype,
                                          probe.shape[-1]) for _ in range(num_workers)]
+        self._worker_locks = [threading.Lock() for _ in range(num_workers)]
+        self.incarnations = [0] * num_workers  # each worker's current process token (set by its first call)
         capacity = settings.queue_size or 4 * batch_unrolls
         self.queue = TrajectoryQueue(capacity, overflow="block", timeout=None, name="seed-unrolls")
         max_batch = settings.max_batch or num_workers * self.num_envs
@@ -188,7 +215,7 @@ class SeedLearnerNode(QueueLearnerNode):
     def _policy(self, obs: np.ndarray, worker_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One network call for a batch of many workers' observations; each worker samples with its own generator."""
         with self._infer_lock:
-            params = self.infer_net(torch.as_tensor(obs).to(self.device))[0].cpu()
+            params = self.infer_net(torch.as_tensor(obs).to(self.infer_device))[0].cpu()
             version = self.infer_version
         dist = cast(PolicyDistribution, self.infer_net.dist)  # an actor-critic network's (checked in __init__)
         actions = torch.empty((len(obs), *self.trajectories[0].actions.shape[2:]),
@@ -199,23 +226,35 @@ class SeedLearnerNode(QueueLearnerNode):
         logp = dist.log_prob(params, actions)
         return actions.numpy(), logp.numpy(), params.numpy(), np.full(len(obs), version)
 
-    def act(self, worker_id: int, obs: np.ndarray, prev: tuple | None) -> np.ndarray:
+    def act(self, worker_id: int, obs: np.ndarray, prev: tuple | None, restart: bool = False,
+            incarnation: int = 0) -> tuple[np.ndarray, float]:
         """Record the previous step's outcome, choose actions for ``obs``, hand out finished unrolls.
 
-        A finished unroll waits for room in the queue (backpressure on that worker) for as long
-        as the queue is open.
+        Returns the actions and the seconds a finished unroll waited for room in the queue
+        (backpressure on that worker, for as long as the queue is open). ``restart``: the worker's
+        envs (or its process) started anew, so the steps recorded for it so far belong to episodes
+        that are gone and are dropped; calls of an older ``incarnation`` of the worker (in flight
+        when its process died) are answered and otherwise ignored.
         """
         traj = self.trajectories[worker_id]
-        if prev is not None and traj.t > 0:
-            traj.outcome(*prev)
-        if traj.t == self.T:
-            self.queue.put(traj.finish(obs).to_item(), timeout=None)
+        with self._worker_locks[worker_id]:
+            if restart:
+                self.incarnations[worker_id] = incarnation
+                traj.clear()
+            if incarnation != self.incarnations[worker_id]:
+                return np.zeros_like(traj.actions[0]), 0.0
+            if prev is not None and traj.t > 0:
+                traj.outcome(*prev)
+            item = traj.finish(obs).to_item() if traj.t == self.T else None
+        full_wait = 0.0 if item is None else (self.queue.put_timed(item, timeout=None) or 0.0)
         if self.server is not None:
             action, logp, params, version = self.server.infer(worker_id, obs, timeout=60.0)
         else:
             action, logp, params, version = self._policy(np.asarray(obs), np.full(len(obs), worker_id))
-        traj.record(obs, action, logp, params, int(version[0]))
-        return action
+        with self._worker_locks[worker_id]:
+            if incarnation == self.incarnations[worker_id]:  # not superseded while it waited
+                traj.record(obs, action, logp, params, int(version[0]))
+        return action, full_wait
 
     def queued(self) -> int:
         return len(self.queue)
@@ -271,11 +310,13 @@ class SeedProgram(AsyncProgram):
         capacity = s.queue_size or 4 * self.batch_unrolls
         require(capacity >= self.batch_unrolls + n, f"queue_size {capacity} must hold a batch ({self.batch_unrolls}) "
                 f"plus one unroll per worker ({n}); raise queue_size")
-        self._init_async(backend, n, self.builder.num_envs, run.steps, s.steps_per_call)
+        self._init_async(backend, n, self.builder.num_envs, run.steps, s.steps_per_call, run.max_restarts)
         self.learner = backend.spawn(SeedLearnerNode, ctx, n, s, self.batch_unrolls, self.concurrent, name="learner",
-                                     num_gpus=learner_gpus(ctx.device), concurrency=n + 2 if self.concurrent else 1)
+                                     num_gpus=max(learner_gpus(ctx.device), learner_gpus(ctx.inference_on)),
+                                     concurrency=n + 2 if self.concurrent else 1)
         self.actors = [backend.spawn(EnvWorkerNode, ctx, i, self.builder.num_envs, derive_seed(run.seed, "env", i),
-                                     self.learner, name=f"env-worker-{i}") for i in range(n)]
+                                     self.learner, name=f"env-worker-{i}",
+                                     max_restarts=run.max_restarts) for i in range(n)]
         self._eval_net = self.builder.make_networks()
 
     def _start_actor(self, i: int, units: int) -> Any:

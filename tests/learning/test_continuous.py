@@ -74,4 +74,5 @@ def test_apex_ddpg_runs_in_process(tmp_path: Path) -> None:
     actors = [a["actor"] for a in prog["actors"]]
     assert len(actors) == 2 and sum(a["steps"] for a in actors) == run.env_steps and all(a["steps"] > 0 for a in actors)
     assert all(a["version"] > 0 for a in actors)  # both acted with parameters the learner sent them
-    assert prog["replay"]["inserted"] > 0 and prog["replay"]["sampled"] > 0
+    limiter = prog["replay"]["table"]["rate_limiter"]  # the replay node's counts, kept with its table
+    assert limiter["inserts"] > 0 and limiter["samples"] > 0

@@ -106,10 +106,10 @@ def test_a_slow_worker_does_not_hold_the_others_back(small_ctx):
     try:
         prog.run_iteration()  # every worker has started
         normal_a = window()
-        for env in workers[0].env.env.envs:
+        for env in workers[0].env.env.env.envs:  # RestartingEnv -> VecEnv -> vector env
             env.delay_s *= 10
         slowed = window()
-        for env in workers[0].env.env.envs:
+        for env in workers[0].env.env.env.envs:  # RestartingEnv -> VecEnv -> vector env
             env.delay_s /= 10
         normal_b = window()
     finally:
@@ -132,7 +132,7 @@ def test_a3c_trains_through_the_api(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", ["inprocess", "threaded"])
+@pytest.mark.parametrize("backend", ["inprocess", "threaded", pytest.param("ray", marks=pytest.mark.ray)])
 def test_a3c_learns_cartpole(tmp_path, backend):
     r = shoal.train("a3c", "CartPole-v1", steps=300_000, seed=0, run_dir=tmp_path / "run", num_actors=4,
                     backend=backend, quiet=True, tensorboard=False,

@@ -41,7 +41,7 @@ def test_actors_explore_at_the_apex_epsilons():
     p.close()
 
 
-def test_actors_send_td_priorities_and_the_learner_keeps_the_replay_ratio():
+def test_actors_send_td_priorities_and_the_replay_keeps_the_ratio():
     p = _program()
     replay = p.replay.node
     _run(p, 1500)
@@ -51,11 +51,104 @@ def test_actors_send_td_priorities_and_the_learner_keeps_the_replay_ratio():
     live = replay.table.index.live_slots()
     leaves = tree.get(live)
     assert np.ptp(leaves) > 0 and not np.allclose(leaves, 1.0)
-    due_total = p.builder.learner_steps_due(p.env_steps, 0)
-    assert 0 < p.learner_steps <= due_total
-    assert due_total - p.learner_steps <= 2 * p.batches_per_call + p.builder.config.gradient_steps * 4
-    assert replay.sampled == p.learner_steps * p.batch_size
+    # the replay node's rate limiter kept samples within its band around spi * (inserts - min_size)
+    spi, min_size = p.builder.replay_rate
+    assert spi == pytest.approx(SMALL["batch_size"] * SMALL["gradient_steps"] / SMALL["train_freq"])
+    assert min_size == SMALL["learning_starts"]
+    lag = spi * replay.inserted - replay.sampled  # the limiter's diff
+    limiter = replay.table.rate_limiter
+    assert limiter.min_diff - p.batches_per_call * p.batch_size <= lag <= limiter.max_diff
+    assert replay.sampled == p.learner_steps * p.batch_size > 0
     p.close()
+
+
+def test_rate_limiter_holds_actors_back_when_the_learner_lags_and_releases_them_on_close():
+    """Backpressure inside the replay node: an insert beyond the band waits until samples make room."""
+    import threading
+
+    p = _program(num_actors=1)
+    replay = p.replay.node
+    replay.blocking = True  # as on a concurrent backend
+    spi, _ = p.builder.replay_rate
+    item = {"obs": np.zeros((1, 4), np.float32), "action": np.zeros(1, np.int64), "reward": np.zeros(1, np.float32),
+            "next_obs": np.zeros((1, 4), np.float32), "discount": np.ones(1, np.float32)}
+    big = {k: np.repeat(v, 400, axis=0) for k, v in item.items()}
+    for _ in range(1000):
+        if not replay.table.rate_limiter.can_insert(400, len(replay.table)):
+            break
+        assert replay.put(big) == 0.0  # admitted at once: no wait reported
+    assert not replay.table.rate_limiter.can_insert(400, len(replay.table))
+    out = []
+    t = threading.Thread(target=lambda: out.append(replay.put(big)))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive()  # held back: the learner is behind the ratio
+    batches = replay.sample(int(np.ceil(400 * spi / SMALL["batch_size"])) + 1, SMALL["batch_size"])  # it catches up
+    assert batches
+    t.join(10.0)
+    assert not t.is_alive() and out and out[0] > 0.4  # it waited, and says how long
+    while replay.table.rate_limiter.can_insert(400, len(replay.table)):
+        replay.put(big)
+    t = threading.Thread(target=lambda: out.append(replay.put(big)))
+    t.start()
+    replay.close()
+    t.join(10.0)
+    assert not t.is_alive() and out[-1] is None  # released on close
+    p.close()
+
+
+def test_the_learner_is_never_more_than_one_call_ahead_of_the_ratio():
+    p = _program()
+    replay = p.replay.node
+    spi, min_size = p.builder.replay_rate
+    _run(p, 600)  # learning started at 200 items: the cooperative learner drained what the band admits
+    target = spi * (replay.inserted - min_size)
+    assert 0 < replay.sampled <= target + p.batches_per_call * p.batch_size
+    p.close()
+
+
+def test_a_learner_waiting_to_sample_is_released_on_close():
+    import threading
+
+    p = _program(num_actors=1)
+    replay = p.replay.node
+    replay.blocking = True
+    out = []
+    t = threading.Thread(target=lambda: out.append(replay.sample(2, SMALL["batch_size"], timeout=30.0)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive()  # the table is empty: the learner waits
+    replay.close()
+    t.join(5.0)
+    assert not t.is_alive() and out == [[]]
+    p.close()
+
+
+def test_learning_starts_beyond_the_table_size_still_learns():
+    p = _program(buffer_size=500, learning_starts=600)
+    assert p.builder.replay_rate[1] == 500  # the limiter cannot wait for more items than the table holds
+    _run(p, 2000)
+    assert p.learner_steps > 0
+    p.close()
+
+
+def test_threaded_apex_keeps_the_ratio_and_reports_backpressure():
+    from shoal.backends.threaded import ThreadedBackend
+
+    cfg = ApexDQNConfig(**SMALL)
+    ctx = NodeContext("apex_dqn", to_dict(cfg), "CartPole-v1", env_spec("CartPole-v1"), 6000, 0)
+    p = ApexProgram(ctx, RunConfig(steps=6000, seed=0, num_actors=2), ThreadedBackend())
+    try:
+        reports = []
+        while p.env_steps < 6000 and len(reports) < 400:
+            reports.append(p.run_iteration())
+        m = p.backend.get(p.replay.call("metrics"))
+        spi, _ = p.builder.replay_rate
+        assert m["replay_samples_per_insert"] == pytest.approx(spi, rel=0.25), m
+        assert any("actor_backpressure_frac" in r.metrics for r in reports)
+        assert p.learner_steps > 0
+    finally:
+        p.close()
 
 
 def test_replay_evicts_the_oldest_items_when_full():
@@ -70,8 +163,9 @@ def test_learner_pulls_are_versioned_and_actors_follow():
     _run(p, 1200)
     version, _ = p.learner.node.get_variables()
     assert version == p.learner_steps > 0
+    assert p.variables.node.version == version  # the learner published it to the variable server
     _run(p, 200)  # every actor started a chunk after the last learn: it holds a recent version
-    assert all(a.node.actor.version > 0 for a in p.actors)
+    assert all(a.node.actor.version > 0 and a.node.version == a.node.actor.version for a in p.actors)
     p.close()
 
 
@@ -120,7 +214,11 @@ def test_apex_runs_on_ray(tmp_path):
     tree, _ = load_checkpoint(list_checkpoints(r.run_dir / "checkpoints")[-1])
     prog = tree["program"]
     assert prog["learner_steps"] > 0 and prog["learner"]["steps"] == prog["learner_steps"]
-    assert len(prog["actors"]) == 2 and "replay" in prog
+    assert "replay" in prog
+    rows = [h for h in r.history if "replay_inserted" in h]  # the replay node reports about once a second
+    spi = SMALL["batch_size"] * SMALL["gradient_steps"] / SMALL["train_freq"]
+    assert rows and rows[-1]["replay_inserted"] > 0
+    assert rows[-1]["replay_samples_per_insert"] == pytest.approx(spi, rel=0.5)  # kept by the replay node
 
 
 @pytest.mark.slow

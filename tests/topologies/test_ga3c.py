@@ -56,7 +56,7 @@ def test_ga3c_trains_through_the_api(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", ["inprocess", "threaded"])
+@pytest.mark.parametrize("backend", ["inprocess", "threaded", pytest.param("ray", marks=pytest.mark.ray)])
 def test_ga3c_learns_cartpole(tmp_path, backend):
     r = shoal.train("ga3c", "CartPole-v1", steps=300_000, seed=0, run_dir=tmp_path / "run", num_actors=4,
                     backend=backend, quiet=True, tensorboard=False,

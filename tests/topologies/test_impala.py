@@ -115,6 +115,59 @@ def test_impala_learns_cartpole_inprocess(tmp_path, algo):
     assert r.eval["mean_return"] >= 475
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("algo", ["impala", "appo"])
+def test_impala_learns_cartpole_on_ray_with_4_actors(tmp_path, algo):
+    r = shoal.train(algo, "CartPole-v1", steps=300_000, seed=0, run_dir=tmp_path / "run", num_actors=4, backend="ray",
+                    quiet=True, tensorboard=False, overrides={"eval_every": 20_000, "target_return": 475})
+    print(f"{algo} ray: eval {r.eval['mean_return']:.1f} after {r.env_steps} steps, {r.wall_time_s:.1f} s")
+    assert r.eval["mean_return"] >= 475
+
+
+def _slow_ctx(small_ctx):
+    import functools
+
+    from shoal.envs.slow import slow_cartpole
+
+    ctx = small_ctx()
+    return type(ctx)(**{**ctx.__dict__, "env": functools.partial(slow_cartpole, delay_s=0.002)})
+
+
+def test_actors_are_idle_under_10_percent_while_the_queue_has_room(small_ctx):
+    """Actors never wait for a learner step: with room in the queue they spend < 10% of a call not stepping."""
+    prog, reports = _run(_slow_ctx(small_ctx), ThreadedBackend(), 30, n=4, unrolls_per_call=2, queue_size=256)
+    try:
+        idle = [r.metrics["actor_idle_frac"] for r in reports if "actor_idle_frac" in r.metrics]
+        blocked = [r.metrics["actor_backpressure_frac"] for r in reports if "actor_backpressure_frac" in r.metrics]
+        assert len(idle) >= 10
+        assert np.mean(idle) < 0.10, idle
+        assert np.mean(blocked) < 0.05, blocked  # the queue had room throughout
+    finally:
+        prog.close()
+
+
+def test_waiting_for_room_in_a_full_queue_is_backpressure_not_idle_time(small_ctx):
+    """With no learner consuming, the queue fills and actors wait in their puts: that is reported as
+    backpressure once the learner frees room, and it does not count as idle time."""
+    prog, _ = _run(_slow_ctx(small_ctx), ThreadedBackend(), 0, n=2, unrolls_per_call=2, queue_size=4, batch_unrolls=2)
+    try:
+        prog.wait_timeout_s = 1.5
+        prog._start_learner = lambda: None  # no learner yet
+        for _ in range(4):
+            prog.run_iteration()  # fills the queue; later calls block in their puts
+        assert prog.backend.get(prog.queue.call("size")) == 4
+        del prog._start_learner  # the learner starts and frees room
+        out = [prog.run_iteration() for _ in range(6)]
+        blocked = [r.metrics["actor_backpressure_frac"] for r in out if "actor_backpressure_frac" in r.metrics]
+        idle = [r.metrics["actor_idle_frac"] for r in out if "actor_idle_frac" in r.metrics]
+        assert blocked and max(blocked) > 0.3, blocked
+        assert idle and max(idle) < 0.10, idle
+    finally:
+        prog.close()
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("algo", ["impala", "ga3c"])
 def test_on_a_private_ray_instance_every_node_is_scheduled(tmp_path, algo):

@@ -48,7 +48,7 @@ def test_server_side_unrolls_hold_exactly_what_the_worker_saw_and_did(small_ctx)
         worker = next(n for n in prog.backend.nodes if isinstance(n, EnvWorkerNode))
         node = next(n for n in prog.backend.nodes if isinstance(n, SeedLearnerNode))
         log, put = [], []
-        real_step, real_put = worker.env.step, node.queue.put
+        real_step, real_put = worker.env.step, node.queue.put_timed
 
         def step(action):
             obs = worker.env.obs.copy()
@@ -57,7 +57,7 @@ def test_server_side_unrolls_hold_exactly_what_the_worker_saw_and_did(small_ctx)
             return out
 
         worker.env.step = step
-        node.queue.put = lambda items, timeout=None: put.append(items) or real_put(items, timeout=timeout)
+        node.queue.put_timed = lambda items, timeout=None: put.append(items) or real_put(items, timeout=timeout)
         for _ in range(2):
             prog.run_iteration()
         assert len(put) == 1  # the first unroll, complete once the second round's first request arrived
@@ -111,7 +111,7 @@ def test_seed_trains_through_the_api(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", ["threaded", "inprocess"])
+@pytest.mark.parametrize("backend", ["threaded", "inprocess", pytest.param("ray", marks=pytest.mark.ray)])
 def test_seed_learns_cartpole(tmp_path, backend):
     r = shoal.train("impala", "CartPole-v1", steps=300_000, seed=0, run_dir=tmp_path / "run", num_actors=4,
                     backend=backend, quiet=True, tensorboard=False,

@@ -51,9 +51,22 @@ def test_the_actor_node_scales_rewards_only_when_the_builder_says_so():
 
 
 def test_topologies_never_read_a_builder_config():
-    """No ``.config`` attribute and no ``getattr(...)`` with a string field name in the topologies and services."""
+    """No ``.config`` attribute and no ``getattr(...)`` with a string field name in the topologies and services.
+
+    A topology dedicated to one algorithm (``DEDICATED_TO``, checked by its misfit) is that
+    algorithm's own placement and may read its settings; every shared topology asks through hooks.
+    """
+    import importlib
+
     offenders = []
     for path in sorted((ROOT / "shoal" / "topologies").glob("*.py")) + sorted((ROOT / "shoal" / "services").glob("*.py")):
+        if path.parent.name == "topologies" and path.stem != "__init__":
+            module = importlib.import_module(f"shoal.topologies.{path.stem}")
+            dedicated = getattr(module, "DEDICATED_TO", None)
+            if dedicated is not None:
+                other = next(a for a in ("ppo", "dqn") if a != dedicated)
+                assert module.misfit(_builder(other)) is not None  # it really refuses every other algorithm
+                continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr == "config":
                 offenders.append(f"{path.name}:{node.lineno} .config")

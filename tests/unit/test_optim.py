@@ -171,4 +171,4 @@ def test_polyak_update_on_tensors_and_lists():
 
 def test_make_optimizer_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown optimizer"):
-        make_optimizer("adagrad", _net(0).parameters(), 1e-3)
+        make_optimizer("adadelta", _net(0).parameters(), 1e-3)

@@ -48,9 +48,9 @@ def test_a_misfit_is_a_one_line_error_and_leaves_no_run_directory(tmp_path, caps
 
 def test_list_shows_the_algorithm_by_topology_matrix():
     p = subprocess.run([sys.executable, "-m", "shoal.cli", "list"], capture_output=True, text=True, timeout=120)
-    rows = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines() if line.startswith("  ") and
-            len(line.split()) == 7}
     header = next(line.split() for line in p.stdout.splitlines() if line.strip().startswith("local"))
+    rows = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines() if line.startswith("  ") and
+            len(line.split()) == len(header) + 1}
     col = {t: i for i, t in enumerate(header)}
     assert rows["dqn"][col["apex"]] == "+" and rows["dqn"][col["impala"]] == "."
     assert rows["impala"][col["impala"]] == "D" and rows["a3c"][col["a3c"]] == "D"

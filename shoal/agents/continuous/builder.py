@@ -51,6 +51,13 @@ class ContinuousBuilder(Builder):
         """``checkpoint_replay``: whether checkpoints hold the replay table."""
         return self.config.checkpoint_replay
 
+    @property
+    def replay_rate(self) -> tuple[float, int]:
+        """``batch_size * replay_ratio`` samples per item, from ``max(learning_starts + 1, batch_size)`` items
+        (at most a full table)."""
+        c = self.config
+        return c.batch_size * c.replay_ratio, min(max(c.learning_starts + 1, c.batch_size), c.buffer_size)
+
     def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
         """``replay_ratio`` gradient steps per env step after the first ``learning_starts`` env steps."""
         c = self.config

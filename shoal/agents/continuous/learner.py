@@ -5,6 +5,14 @@ SAC's temperature loss, then runs a single backward pass over their sum. The pol
 reads the critics through detached weights, so each loss reaches only its own network's
 parameters; the policy therefore follows the critic from before this step's critic update
 (as Acme's DDPG/D4PG learners do), which saves a second backward pass.
+
+With ReLU networks (the default), SAC computes those same gradients by hand
+(:mod:`~shoal.agents.continuous.sac_fused`), with no autograd graph and its large
+intermediates kept in a workspace from step to step, so its steps allocate no large
+blocks. DDPG/TD3 run each network call as one autograd node
+(:mod:`~shoal.agents.continuous.fused`): less bookkeeping than layer-by-layer autograd,
+but each call still allocates its intermediates and gradients afresh. Both give the same
+losses and updates as plain autograd.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from shoal.agents.continuous.loss import (
     td_target,
 )
 from shoal.agents.continuous.networks import ContinuousNetworks
+from shoal.agents.continuous.sac_fused import FusedSACStep, supports
 from shoal.agents.continuous.targets import dpg_next_value, sac_next_value
 from shoal.core.device import randn, to_device
 from shoal.core.interfaces import Learner, Table
@@ -170,6 +179,8 @@ class SACLearner(OffPolicyLearner):
         self.alpha_opt = Adam(self.alpha.parameters(), cfg.alpha_lr, eps=cfg.adam_eps)
         self.target_entropy = (default_target_entropy(net.act_dim) if cfg.target_entropy is None
                                else float(cfg.target_entropy))
+        # ReLU networks take hand-written gradients (the same losses, no autograd graph).
+        self.fused = FusedSACStep(self.net) if supports(self.net) else None
 
     def _update(self, batch: dict[str, torch.Tensor], weights: torch.Tensor | None
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -177,12 +188,38 @@ class SACLearner(OffPolicyLearner):
         assert net.log_alpha is not None
         obs, next_obs = net.normalize(batch["obs"]), net.normalize(batch["next_obs"])
         alpha = net.log_alpha.detach().exp()
+        policy_step = self.steps % cfg.policy_delay == 0
+        if self.fused is not None:
+            metrics, td, policy_metrics = self.fused(obs, batch["action"], batch["reward"], batch["discount"], next_obs,
+                                                     weights, alpha, self.gen, policy_step,
+                                                     self.target_entropy if cfg.autotune else None)
+            if policy_step:
+                self._policy_metrics = policy_metrics
+        else:
+            metrics, td = self._autograd_gradients(obs, next_obs, batch, weights, alpha, policy_step)
+        metrics.update(self._policy_metrics)
+        self._clip(self.critic)
+        self.critic_opt.step()
+        if policy_step:
+            self._clip(self.policy)
+            self.policy_opt.step()
+            if cfg.autotune:
+                self.alpha_opt.step()
+        if self.steps % cfg.target_every == 0:
+            polyak_update_(self.critic_target.data, self.critic.data, cfg.tau)
+        return metrics, td
+
+    def _autograd_gradients(self, obs: torch.Tensor, next_obs: torch.Tensor, batch: dict[str, torch.Tensor],
+                            weights: torch.Tensor | None, alpha: torch.Tensor, policy_step: bool
+                            ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The losses' gradients into ``.grad`` by one backward pass (networks :class:`FusedSACStep` does not cover)."""
+        cfg, net = self.cfg, self.net
+        assert net.log_alpha is not None
         with torch.no_grad():
             y = td_target(batch["reward"], batch["discount"], sac_next_value(net, next_obs, alpha, self.gen))
         q = net.critic(obs, batch["action"])
         loss, td = critic_loss(q, y, weights)
         metrics = {"loss_critic": loss.detach(), "q": q.detach().mean(), "alpha": alpha}
-        policy_step = self.steps % cfg.policy_delay == 0
         if policy_step:
             mean, log_std = net.policy(obs)
             noise = randn(mean.shape, self.gen, mean.device)
@@ -193,20 +230,10 @@ class SACLearner(OffPolicyLearner):
             if cfg.autotune:
                 loss = loss + sac_alpha_loss(net.log_alpha, log_prob, self.target_entropy)
             self._policy_metrics = {"loss_actor": loss_pi.detach(), "entropy": -log_prob.detach().mean()}
-        metrics.update(self._policy_metrics)
         self.critic.zero_grad()
         self.policy.zero_grad()
         self.alpha.zero_grad()
         loss.backward()
-        self._clip(self.critic)
-        self.critic_opt.step()
-        if policy_step:
-            self._clip(self.policy)
-            self.policy_opt.step()
-            if cfg.autotune:
-                self.alpha_opt.step()
-        if self.steps % cfg.target_every == 0:
-            polyak_update_(self.critic_target.data, self.critic.data, cfg.tau)
         return metrics, td
 
     def state(self) -> dict[str, Any]:

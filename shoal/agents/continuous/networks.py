@@ -4,19 +4,21 @@ The critics of one agent (twin critics for TD3 and SAC) are one module whose lay
 stacked weights ``[k, in, out]``: all critics run in one batched matmul per layer
 (``torch.baddbmm``) instead of ``k`` separate networks. Every network works on normalised
 observations and ``[-1, 1]`` actions; :meth:`ContinuousNetworks.scale_action` maps those
-to the env's bounds.
+to the env's bounds. ReLU critics and policies run their layers through
+:mod:`~shoal.agents.continuous.fused` (one autograd node per call, hand-written backward).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from shoal.agents.continuous.fused import ensemble_relu_mlp, relu_mlp
 from shoal.core.types import EnvSpec
 from shoal.errors import EnvError
 from shoal.nets.heads import LOG_STD_MAX, LOG_STD_MIN
@@ -54,12 +56,23 @@ class QEnsemble(nn.Module):
         dims = [obs_dim + act_dim, *hidden, 1]
         self.layers = nn.ModuleList(EnsembleLinear(k, i, o) for i, o in zip(dims[:-1], dims[1:]))
         self.act = activation(act)()
+        self.relu = act == "relu"  # ReLU critics run as one autograd node (fused.py)
         self.k = k
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False,
                 members: int | None = None) -> torch.Tensor:
         """Q values ``[k, B]``; ``detach_params`` lets gradients reach only the inputs (for the policy loss)."""
         x = torch.cat([obs, action], dim=-1)
+        if self.relu:
+            params: list[torch.Tensor] = []
+            for layer in self.layers:
+                assert isinstance(layer, EnsembleLinear)
+                params += [layer.weight, layer.bias]
+            if members is not None:
+                params = [p[:members] for p in params]
+            if detach_params:
+                params = [p.detach() for p in params]
+            return ensemble_relu_mlp(x, params).squeeze(-1)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x, detach_params, members)
@@ -68,27 +81,44 @@ class QEnsemble(nn.Module):
         return x.squeeze(-1)
 
 
-class DeterministicPolicy(nn.Module):
+class _PolicyMLP(nn.Module):
+    """A policy's ``Linear, act, ..., Linear`` stack in ``net``; ReLU stacks run as one autograd node (fused.py)."""
+
+    def __init__(self, obs_dim: int, out_dim: int, hidden: Sequence[int], act: str) -> None:
+        super().__init__()
+        self.net = mlp_layers(obs_dim, hidden, act, out_dim=out_dim, init_gain=None)
+        #: The stack's Linear layers when its activation is ReLU (what fused.py covers), else None.
+        self.linears = [m for m in self.net if isinstance(m, nn.Linear)] if act == "relu" else None
+
+    def mlp(self, obs: torch.Tensor) -> torch.Tensor:
+        """The stack's output on ``obs``."""
+        if self.linears is None:
+            return self.net(obs)
+        params: list[torch.Tensor] = []
+        for lin in self.linears:
+            params += [lin.weight, lin.bias]
+        return relu_mlp(obs, params)
+
+
+class DeterministicPolicy(_PolicyMLP):
     """``mu(obs) = tanh(MLP(obs))`` in ``[-1, 1]`` (DDPG, TD3)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], act: str) -> None:
-        super().__init__()
-        self.net = mlp_layers(obs_dim, hidden, act, out_dim=act_dim, init_gain=None)
+        super().__init__(obs_dim, act_dim, hidden, act)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(obs))
+        return torch.tanh(self.mlp(obs))
 
 
-class TanhGaussianPolicy(nn.Module):
+class TanhGaussianPolicy(_PolicyMLP):
     """State-dependent mean and log-std of a Gaussian squashed by tanh (SAC)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], act: str) -> None:
-        super().__init__()
-        self.net = mlp_layers(obs_dim, hidden, act, out_dim=2 * act_dim, init_gain=None)
+        super().__init__(obs_dim, 2 * act_dim, hidden, act)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, log_std)`` of the pre-squash Gaussian; log-std clamped to [-20, 2]."""
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        mean, log_std = self.mlp(obs).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
 
@@ -147,7 +177,10 @@ class ContinuousNetworks(nn.Module):
         return torch.tanh(self.policy(x)[0]) if self.stochastic else self.policy(x)
 
 
-def _frozen_copy(module: nn.Module) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _frozen_copy(module: _M) -> _M:
     target = copy.deepcopy(module)
     for p in target.parameters():
         p.requires_grad_(False)

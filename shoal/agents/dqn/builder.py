@@ -40,6 +40,13 @@ class DQNBuilder(Builder):
         """``checkpoint_replay``: whether checkpoints hold the replay table."""
         return self.config.checkpoint_replay
 
+    @property
+    def replay_rate(self) -> tuple[float, int]:
+        """``batch_size * gradient_steps / train_freq`` samples per item, from ``max(learning_starts, batch_size)``
+        items (at most a full table)."""
+        c = self.config
+        return c.batch_size * c.gradient_steps / c.train_freq, min(max(c.learning_starts, c.batch_size), c.buffer_size)
+
     def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
         """``gradient_steps`` per ``train_freq`` env steps from ``learning_starts`` on, minus those done."""
         c = self.config

@@ -137,3 +137,16 @@ class ApexDQNConfig(DQNConfig):
     exploration: Literal["linear", "apex"] = "apex"
     per_beta: float = 0.4
     per_beta_final: float = 0.4
+
+
+@dataclass
+class GorilaConfig(DQNConfig):
+    """GORILA DQN (Nair et al. 2015): bundles of actor, replay and learner; learners push gradients to a sharded server.
+
+    The learner settings (batch, replay ratio per bundle, n-step, Double targets) are DQN's;
+    the server's optimiser and the staleness and loss filters are the gorila topology's.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(not self.prioritized, "gorila samples its replay uniformly, as in the paper; set prioritized=false")

@@ -19,9 +19,11 @@ from shoal.agents.dqn.config import DQNConfig
 from shoal.agents.dqn.loss import double_q_target, priorities_from_td, q_learning_target, td_loss
 from shoal.agents.dqn.networks import QNetwork
 from shoal.core.device import to_device
+from shoal.core.distributed import Collective
 from shoal.core.interfaces import Learner, Table
 from shoal.core.schedules import LinearSchedule
 from shoal.data import ReplayTable, importance_weights
+from shoal.nets.flat import flat_grad, set_flat_grad
 from shoal.nets.optim import clip_grad_norm_, load_optimizer_state, make_optimizer, optimizer_state, polyak_update_
 
 _FIELDS = ("obs", "action", "reward", "discount", "next_obs")
@@ -54,6 +56,8 @@ class DQNLearner(Learner):
         self._params = list(self.net.parameters())
         self._target_tensors = list(self.target.state_dict().values())
         self._online_tensors = list(self.net.state_dict().values())
+        self.collective: Collective | None = None
+        """The learner group this learner is one rank of (None: it learns alone); its batches are then its shards."""
 
     @property
     def version(self) -> int:
@@ -104,13 +108,9 @@ class DQNLearner(Learner):
         t = to_device(t, self.device)  # pinned and asynchronous on CUDA, a no-op on the CPU
         return t if dtype is None else t.to(dtype)
 
-    def update(self, items: Mapping[str, np.ndarray | torch.Tensor], probs: np.ndarray | None = None,
-               table_size: int = 0) -> tuple[dict[str, float], np.ndarray]:
-        """One gradient step on a batch of n-step items; returns metrics and the items' new priorities.
-
-        ``probs`` and ``table_size`` (what the table's sample returned, and its size then)
-        give the importance weights when ``prioritized``.
-        """
+    def _loss(self, items: Mapping[str, np.ndarray | torch.Tensor], probs: np.ndarray | None,
+              table_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The TD loss of a batch against the target network: ``(loss, td errors, Q(s, a))``."""
         cfg = self.cfg
         obs, next_obs = self._tensor(items["obs"]), self._tensor(items["next_obs"])
         action = self._tensor(items["action"], torch.int64)
@@ -130,16 +130,34 @@ class DQNLearner(Learner):
                       else q_learning_target(reward, discount, next_target))
         weights = None
         if cfg.prioritized and probs is not None:
-            w = importance_weights(probs, table_size, self.beta(self.steps))
+            beta = self.beta(self.steps)
+            w = importance_weights(probs, table_size, beta)  # divided by this batch's largest weight
+            if self.collective is not None:
+                # A rank's batch is its shard's share of the group's batch: divide by the group's largest weight.
+                largest = (table_size * float(np.min(probs))) ** -beta
+                group_largest = float(self.collective.max(torch.tensor([largest], dtype=torch.float64)))
+                w = (w * (largest / group_largest)).astype(np.float32)
             weights = to_device(torch.from_numpy(w), self.device)
         loss, td = td_loss(q, target, cfg.loss, cfg.huber_delta, weights)
+        return loss, td, q
 
+    def update(self, items: Mapping[str, np.ndarray | torch.Tensor], probs: np.ndarray | None = None,
+               table_size: int = 0) -> tuple[dict[str, float], np.ndarray]:
+        """One gradient step on a batch of n-step items; returns metrics and the items' new priorities.
+
+        ``probs`` and ``table_size`` (what the table's sample returned, and its size then)
+        give the importance weights when ``prioritized``.
+        """
+        cfg = self.cfg
+        loss, td, q = self._loss(items, probs, table_size)
         if cfg.lr_final >= 0:
             lr = self.lr(self.steps)
             for g in self.opt.param_groups:
                 g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.collective is not None:
+            self.collective.average_gradients(self._params)  # every rank steps with the whole batch's gradient
         if cfg.max_grad_norm > 0:
             clip_grad_norm_(self._params, cfg.max_grad_norm)
         self.opt.step()
@@ -148,6 +166,43 @@ class DQNLearner(Learner):
             polyak_update_(self._target_tensors, self._online_tensors, cfg.tau)
         priorities = priorities_from_td(td, cfg.per_eps).cpu().numpy().astype(np.float64)
         return {"loss": float(loss.detach()), "q_mean": float(q.detach().mean())}, priorities
+
+    def compute_gradients(self, items: Mapping[str, np.ndarray | torch.Tensor], probs: np.ndarray | None = None,
+                          table_size: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+        """The TD-loss gradient of a batch (targets from the target network) as one flat CPU vector, not applied.
+
+        Clipped to ``max_grad_norm`` as a learner step would clip it (here, where the whole
+        gradient is: GORILA's learners push it to parameter-server shards that each see a
+        slice). Parameters, optimiser, target and step count are left unchanged. The metrics
+        hold the batch's ``loss`` and the norm before clipping.
+        """
+        loss, _, q = self._loss(items, probs, table_size)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = clip_grad_norm_(self._params, self.cfg.max_grad_norm) if self.cfg.max_grad_norm > 0 else None
+        grad = flat_grad(self._params).cpu()
+        self.opt.zero_grad(set_to_none=True)
+        return grad, {"loss": float(loss.detach()), "q_mean": float(q.detach().mean()),
+                      "grad_norm": float(norm if norm is not None else grad.norm())}
+
+    def apply_gradients(self, grad: torch.Tensor, env_steps: int = 0) -> dict[str, float]:
+        """Apply a flat gradient computed elsewhere as one learner step (clip, optimiser, target schedule)."""
+        cfg = self.cfg
+        if cfg.lr_final >= 0:
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr(self.steps)
+        set_flat_grad(self._params, grad.to(self.device))
+        gn = clip_grad_norm_(self._params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else grad.norm()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.steps += 1
+        if self.steps % cfg.target_update_interval == 0:
+            self.update_target()
+        return {"grad_norm": float(gn)}
+
+    def update_target(self) -> None:
+        """Move the target network to the online one (a copy when ``tau=1``, else a Polyak step)."""
+        polyak_update_(self._target_tensors, self._online_tensors, self.cfg.tau)
 
     def state(self) -> dict[str, Any]:
         return {"networks": self.net.state_dict(), "target_networks": self.target.state_dict(),

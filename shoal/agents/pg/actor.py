@@ -51,7 +51,10 @@ class RolloutActor(Actor):
         self.version = version
 
     def observe_first(self, obs: np.ndarray) -> None:
+        """Start new episodes in every copy; a partly recorded rollout is dropped."""
         self.last_obs = obs
+        self.t = 0
+        self.final_rows = []
 
     def select_action(self, obs: np.ndarray) -> np.ndarray:
         t = self.t

@@ -191,3 +191,25 @@ class GA3CConfig(ImpalaConfig):
     """GA3C: A3C's n-step actor-critic loss (no V-trace), trained by one batching trainer fed by a prediction queue."""
 
     advantages: Literal["gae", "vtrace"] = "gae"
+
+
+@dataclass
+class DPPOConfig(ActorCriticConfig):
+    """DPPO (Heess et al. 2017): workers compute PPO gradients, a chief averages them synchronously.
+
+    Each gradient is one full-batch pass over a worker's rollout; the topology's
+    ``rounds_per_rollout`` synchronous rounds take the place of PPO's epochs.
+    """
+
+    loss: Literal["clip", "kl_penalty", "a2c"] = "clip"
+    num_envs: int = 4
+    rollout_length: int = 64
+    lr: float = 1e-3
+    epochs: int = 1
+    minibatch_size: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.loss in ("clip", "kl_penalty"), f"dppo loss must be clip or kl_penalty, got {self.loss!r}")
+        require(self.one_gradient_per_update, "dppo workers push one full-batch gradient per round: keep epochs=1, "
+                "minibatch_size=0 and normalize_obs=false (the topology's rounds_per_rollout plays epochs)")

@@ -9,6 +9,7 @@ import torch
 from shoal.agents.pg.config import ActorCriticConfig
 from shoal.agents.pg.loss import adapt_kl_beta, explained_variance, policy_gradient_loss, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
 from shoal.agents.pg.networks import ActorCritic
+from shoal.core.distributed import Collective
 from shoal.core.interfaces import Learner
 from shoal.core.schedules import schedule
 from shoal.core.types import Rollout
@@ -33,6 +34,8 @@ class ActorCriticLearner(Learner):
         self.version = 0
         self.env_steps = 0
         self.beta = cfg.kl_beta
+        self.collective: Collective | None = None
+        """The learner group this learner is one rank of (None: it learns alone); its data is then its shard."""
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
         # Copies: the caller may hold these while the learner keeps updating in place.
@@ -96,7 +99,15 @@ class ActorCriticLearner(Learner):
         obs, actions, old_logp = flat(r["obs"]), flat(r["actions"]), flat(r["log_probs"])
         old_params = flat(rollout.tensor("policy_params", dev))
         adv, returns, old_values = flat(adv), flat(returns), flat(values)
-        mb = n if cfg.minibatch_size == 0 else min(cfg.minibatch_size, n)
+        # In a learner group every rank holds whole env columns of one [T, L*B] batch. All ranks draw the
+        # same permutation of that whole batch (their generators agree) and each takes the members of
+        # global minibatch k that are its own, weighting its loss by its share, so the averaged gradient
+        # is that of one learner's k-th minibatch of the whole batch.
+        world = 1 if self.collective is None else self.collective.world_size
+        rank = 0 if self.collective is None else self.collective.rank
+        B = rewards.shape[1]
+        N = n * world
+        mb = N if cfg.minibatch_size == 0 else min(cfg.minibatch_size * world, N)
 
         # Per-step metrics stay tensors (no host sync inside the loop); averaged once at the end.
         names = ("loss_pi", "loss_v", "entropy", "approx_kl", "clip_frac", "grad_norm")
@@ -108,18 +119,41 @@ class ActorCriticLearner(Learner):
         batch = {"obs": obs, "actions": actions, "old_logp": old_logp, "old_params": old_params, "adv": adv,
                  "returns": returns, "old_values": old_values}
         for _ in range(cfg.epochs):
-            if mb < n:
-                # One gather per epoch, then minibatches are contiguous views (no per-minibatch copies).
-                perm = torch.randperm(n, generator=self.gen).to(dev)  # CPU generator: same order on any device
-                shuffled = {k: t[perm] for k, t in batch.items()}
+            mine = local = None
+            if mb < N:
+                perm = torch.randperm(N, generator=self.gen).to(dev)  # CPU generator: same order on any device
+                if world == 1:
+                    # One gather per epoch, then minibatches are contiguous views (no per-minibatch copies).
+                    shuffled = {k: t[perm] for k, t in batch.items()}
+                else:  # flat index t * (L*B) + column of the whole batch -> this rank's t * B + column - rank * B
+                    col = perm % (world * B)
+                    mine = col // B == rank
+                    local = (perm // (world * B)) * B + col - rank * B
             else:
                 shuffled = batch  # a full-batch step: order does not matter
-            for start in range(0, n - mb + 1, mb):
-                m = {k: t[start:start + mb] for k, t in shuffled.items()}
+            for start in range(0, N - mb + 1, mb):
+                if mine is not None and local is not None:
+                    idx = local[start:start + mb][mine[start:start + mb]]
+                    m = {k: t[idx] for k, t in batch.items()}
+                else:
+                    m = {k: t[start:start + mb] for k, t in shuffled.items()}
+                share = len(m["obs"]) * world / mb  # this rank's part of the group's minibatch, times L
+                if share == 0:  # none of this minibatch is this rank's: it adds a zero gradient
+                    assert self.collective is not None
+                    self.opt.zero_grad(set_to_none=True)
+                    if cfg.normalize_advantages:
+                        self.collective.standardize(m["adv"])  # every rank takes part in every collective
+                    self.collective.average_gradients(params_list)
+                    if cfg.max_grad_norm > 0:
+                        clip_grad_norm_(params_list, cfg.max_grad_norm)
+                    self.opt.step()
+                    continue
                 params, v = self.forward(m["obs"])
                 logp = dist.log_prob(params, m["actions"])
                 a = m["adv"]
-                if cfg.normalize_advantages and a.numel() > 1:
+                if cfg.normalize_advantages and self.collective is not None:
+                    a = self.collective.standardize(a)  # the statistics of every rank's shard: the whole minibatch's
+                elif cfg.normalize_advantages and a.numel() > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
                 log_ratio = logp - m["old_logp"]
                 if cfg.loss == "clip":
@@ -137,8 +171,12 @@ class ActorCriticLearner(Learner):
                     loss = loss - cfg.ent_coef * ent
                 else:
                     ent = zero
+                if world > 1:
+                    loss = loss * share  # the mean over the group's minibatch, once averaged over the ranks
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if apply and self.collective is not None:
+                    self.collective.average_gradients(params_list)  # every rank steps with the whole minibatch's gradient
                 if apply:
                     gn = clip_grad_norm_(params_list, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else zero
                     self.opt.step()
@@ -160,13 +198,18 @@ class ActorCriticLearner(Learner):
             # The paper adapts beta once per policy update, from the KL after the update.
             with torch.no_grad():
                 params, _ = self.net(obs)
-                kl_after = float(dist.kl(old_params, params).mean())
+                kl = dist.kl(old_params, params).mean()
+                kl_after = float(kl if self.collective is None else self.collective.mean(kl))
             self.beta = adapt_kl_beta(self.beta, kl_after, cfg.kl_target)
         # Observation statistics move only after training on this rollout, so the
         # actor and the learner normalised it identically.
-        self.net.obs_norm.update(r["obs"])
+        ranks = 1 if self.collective is None else self.collective.world_size
+        if self.collective is not None and self.net.obs_norm.enabled:
+            self.net.obs_norm.update(self.collective.gather(r["obs"], 1))  # every rank's shard: the whole batch
+        else:
+            self.net.obs_norm.update(r["obs"])
         self.version += 1
-        self.env_steps += n
+        self.env_steps += n * ranks
         out = dict(zip(names, (totals / max(count, 1)).cpu().tolist()))
         with torch.no_grad():
             out["explained_variance"] = explained_variance(old_values, returns)

@@ -1,19 +1,29 @@
-"""Learner steps against a plain reference update, replay bookkeeping and checkpoints."""
+"""Learner steps against a plain reference update, replay bookkeeping and checkpoints.
+
+The reference networks run as plain torch layers (``nn.Linear``/``torch.baddbmm`` with the
+activation), never through :mod:`~shoal.agents.continuous.fused`: a guard makes any fused
+layer call inside a reference computation fail.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from typing import Any, Iterator
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from shoal.agents.continuous import networks
 from shoal.agents.continuous.builder import ContinuousBuilder
 from shoal.agents.continuous.config import DDPGConfig, SACConfig, TD3Config
 from shoal.envs.make import env_spec
 
 B = 32
+ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh}
 
 
 def _items(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -29,6 +39,11 @@ def _setup(cfg):
     b = ContinuousBuilder(cfg, env_spec("Pendulum-v1"), total_steps=1000, seed=3)
     net = b.make_networks()
     ref = copy.deepcopy(net)
+    # The reference runs plain torch layers: nn.Sequential policies, per-layer critics.
+    ref.critic.relu = ref.critic_target.relu = False
+    for policy in (ref.policy, ref.policy_target):
+        if policy is not None:
+            policy.linears = None
     tables = b.make_tables()
     learner = b.make_learner(net, tables)
     table = tables["replay"]
@@ -44,54 +59,71 @@ def _sampled_batch(table) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in items.items()}
 
 
-def _q(critic, obs, act, detach=False):
+@contextlib.contextmanager
+def _plain_only() -> Iterator[None]:
+    """Any network call that would run through fused.py's layers raises inside this block."""
+    def forbidden(*args: Any) -> torch.Tensor:
+        raise AssertionError("the plain reference ran a fused layer")
+    with mock.patch.object(networks, "relu_mlp", forbidden), mock.patch.object(networks, "ensemble_relu_mlp",
+                                                                               forbidden):
+        yield
+
+
+def _q(critic, obs, act, activation, detach=False):
     x = torch.cat([obs, act], -1).expand(critic.k, -1, -1)
     for i, layer in enumerate(critic.layers):
         w, b = (layer.weight.detach(), layer.bias.detach()) if detach else (layer.weight, layer.bias)
         x = torch.baddbmm(b, x, w)
         if i < len(critic.layers) - 1:
-            x = F.relu(x)
+            x = ACTIVATIONS[activation](x)
     return x.squeeze(-1)
 
 
-def test_sac_step_matches_a_plain_reference_update() -> None:
-    cfg = SACConfig(hidden=(16, 16), batch_size=B, actor_lr=3e-3, critic_lr=2e-3, alpha_lr=1e-2, tau=0.1)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_sac_step_matches_a_plain_reference_update(activation) -> None:
+    cfg = SACConfig(hidden=(16, 16), batch_size=B, actor_lr=3e-3, critic_lr=2e-3, alpha_lr=1e-2, tau=0.1,
+                    activation=activation)
     learner, net, ref, table = _setup(cfg)
+    # Hand-written gradients cover ReLU networks only; tanh ones take the autograd path.
+    assert (learner.fused is None) == (activation == "tanh")
     opt = torch.optim.Adam([{"params": ref.critic.parameters(), "lr": 2e-3},
                             {"params": ref.policy.parameters(), "lr": 3e-3},
                             {"params": [ref.log_alpha], "lr": 1e-2}], eps=cfg.adam_eps)
     gen = torch.Generator().manual_seed(learner.gen.initial_seed())
     for _ in range(3):
         b = _sampled_batch(table)
-        learner.step()
+        assert set(learner.step()) == {"loss_critic", "q", "alpha", "loss_actor", "entropy"}
         alpha = ref.log_alpha.detach().exp()
-        with torch.no_grad():
-            m, ls = ref.policy(b["next_obs"])
+        with _plain_only():
+            with torch.no_grad():
+                m, ls = ref.policy(b["next_obs"])
+                u = m + ls.exp() * torch.randn(m.shape, generator=gen)
+                na = torch.tanh(u)
+                nlp = torch.distributions.Normal(m, ls.exp()).log_prob(u).sum(-1) - torch.log(1 - na.pow(2) + 1e-12).sum(-1)
+                y = b["reward"] + b["discount"] * (_q(ref.critic_target, b["next_obs"], na, activation).min(0).values
+                                                   - alpha * nlp)
+            q = _q(ref.critic, b["obs"], b["action"], activation)
+            loss_c = 0.5 * ((q - y) ** 2).mean(-1).sum()
+            m, ls = ref.policy(b["obs"])
             u = m + ls.exp() * torch.randn(m.shape, generator=gen)
-            na = torch.tanh(u)
-            nlp = torch.distributions.Normal(m, ls.exp()).log_prob(u).sum(-1) - torch.log(1 - na.pow(2) + 1e-12).sum(-1)
-            y = b["reward"] + b["discount"] * (_q(ref.critic_target, b["next_obs"], na).min(0).values - alpha * nlp)
-        q = _q(ref.critic, b["obs"], b["action"])
-        loss_c = 0.5 * ((q - y) ** 2).mean(-1).sum()
-        m, ls = ref.policy(b["obs"])
-        u = m + ls.exp() * torch.randn(m.shape, generator=gen)
-        a = torch.tanh(u)
-        lp = torch.distributions.Normal(m, ls.exp()).log_prob(u).sum(-1) - torch.log(1 - a.pow(2) + 1e-12).sum(-1)
-        loss_pi = (alpha * lp - _q(ref.critic, b["obs"], a, detach=True).min(0).values).mean()
-        loss_alpha = -(ref.log_alpha * (lp.detach() - 1.0)).mean()
-        opt.zero_grad()
-        (loss_c + loss_pi + loss_alpha).backward()
-        opt.step()
-        with torch.no_grad():
-            for t, o in zip(ref.critic_target.parameters(), ref.critic.parameters()):
-                t.mul_(0.9).add_(0.1 * o)
+            a = torch.tanh(u)
+            lp = torch.distributions.Normal(m, ls.exp()).log_prob(u).sum(-1) - torch.log(1 - a.pow(2) + 1e-12).sum(-1)
+            loss_pi = (alpha * lp - _q(ref.critic, b["obs"], a, activation, detach=True).min(0).values).mean()
+            loss_alpha = -(ref.log_alpha * (lp.detach() - 1.0)).mean()
+            opt.zero_grad()
+            (loss_c + loss_pi + loss_alpha).backward()
+            opt.step()
+            with torch.no_grad():
+                for t, o in zip(ref.critic_target.parameters(), ref.critic.parameters()):
+                    t.mul_(0.9).add_(0.1 * o)
     for (k, v), (_, r) in zip(net.state_dict().items(), ref.state_dict().items()):
         assert torch.allclose(v, r, atol=1e-5), k
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("cfg_cls", [DDPGConfig, TD3Config])
-def test_dpg_step_matches_a_plain_reference_update(cfg_cls) -> None:
-    cfg = cfg_cls(hidden=(16,), batch_size=B, actor_lr=3e-3, critic_lr=2e-3, tau=0.1)
+def test_dpg_step_matches_a_plain_reference_update(cfg_cls, activation) -> None:
+    cfg = cfg_cls(hidden=(16,), batch_size=B, actor_lr=3e-3, critic_lr=2e-3, tau=0.1, activation=activation)
     learner, net, ref, table = _setup(cfg)
     opt_c = torch.optim.Adam(ref.critic.parameters(), lr=2e-3)
     opt_p = torch.optim.Adam(ref.policy.parameters(), lr=3e-3)
@@ -99,26 +131,27 @@ def test_dpg_step_matches_a_plain_reference_update(cfg_cls) -> None:
     for step in range(4):
         b = _sampled_batch(table)
         learner.step()
-        with torch.no_grad():
-            na = ref.policy_target(b["next_obs"])
-            if cfg.target_noise > 0:
-                noise = (torch.randn(na.shape, generator=gen) * cfg.target_noise).clamp(-0.5, 0.5)
-                na = (na + noise).clamp(-1, 1)
-            y = b["reward"] + b["discount"] * _q(ref.critic_target, b["next_obs"], na).min(0).values
-        loss = 0.5 * ((_q(ref.critic, b["obs"], b["action"]) - y) ** 2).mean(-1).sum()
-        update_policy = step % cfg.policy_delay == 0
-        if update_policy:
-            loss = loss - _q(ref.critic, b["obs"], ref.policy(b["obs"]), detach=True)[0].mean()
-        opt_c.zero_grad()
-        opt_p.zero_grad()
-        loss.backward()
-        opt_c.step()
-        if update_policy:
-            opt_p.step()
+        with _plain_only():
             with torch.no_grad():
-                for t, o in zip([*ref.critic_target.parameters(), *ref.policy_target.parameters()],
-                                [*ref.critic.parameters(), *ref.policy.parameters()]):
-                    t.lerp_(o, 0.1)
+                na = ref.policy_target(b["next_obs"])
+                if cfg.target_noise > 0:
+                    noise = (torch.randn(na.shape, generator=gen) * cfg.target_noise).clamp(-0.5, 0.5)
+                    na = (na + noise).clamp(-1, 1)
+                y = b["reward"] + b["discount"] * _q(ref.critic_target, b["next_obs"], na, activation).min(0).values
+            loss = 0.5 * ((_q(ref.critic, b["obs"], b["action"], activation) - y) ** 2).mean(-1).sum()
+            update_policy = step % cfg.policy_delay == 0
+            if update_policy:
+                loss = loss - _q(ref.critic, b["obs"], ref.policy(b["obs"]), activation, detach=True)[0].mean()
+            opt_c.zero_grad()
+            opt_p.zero_grad()
+            loss.backward()
+            opt_c.step()
+            if update_policy:
+                opt_p.step()
+                with torch.no_grad():
+                    for t, o in zip([*ref.critic_target.parameters(), *ref.policy_target.parameters()],
+                                    [*ref.critic.parameters(), *ref.policy.parameters()]):
+                        t.lerp_(o, 0.1)
     for (k, v), (_, r) in zip(net.state_dict().items(), ref.state_dict().items()):
         assert torch.allclose(v, r, atol=1e-5), k
 
