@@ -209,12 +209,18 @@ class GA3CProgram(AsyncProgram):
         self.queue = backend.spawn(QueueNode, capacity, name="training-queue", num_cpus=0, concurrency=conc)
         self.variables = backend.spawn(VariableServer, name="variables", num_cpus=0, concurrency=conc)
         self.learner = backend.spawn(ImpalaLearnerNode, ctx, self.queue, self.variables, self.settings, self.batch_unrolls,
-                                     name="trainer", num_gpus=learner_gpus(ctx.device))
+                                     name="trainer", num_gpus=self._gpu_share(learner_gpus(ctx.device)))
         self.predictor = backend.spawn(PredictorNode, ctx, n, self.variables, g, self.concurrent, name="predictor",
-                                       num_gpus=learner_gpus(ctx.inference_on), concurrency=n + 2 if self.concurrent else 1)
+                                       num_gpus=self._gpu_share(learner_gpus(ctx.inference_on)),
+                                       concurrency=n + 2 if self.concurrent else 1)
         self.actors = [backend.spawn(AgentNode, ctx, i, derive_seed(run.seed, "env", i), self.predictor, self.queue,
                                      name=f"agent-{i}", max_restarts=run.max_restarts) for i in range(n)]
         self._eval_net = self.builder.make_networks()
+
+    def _gpu_share(self, gpus: float) -> float:
+        """A trainer and a predictor both on CUDA share one GPU (half each), so one GPU runs GA3C."""
+        both = learner_gpus(self.ctx.device) and learner_gpus(self.ctx.inference_on)
+        return gpus / 2 if both else gpus
 
     def _start_actor(self, i: int, units: int) -> Any:
         return self.actors[i].call("run", units)

@@ -92,13 +92,15 @@ def test_ray_driver_only_starts_calls_and_collects_reports(small_ctx):
     from shoal.backends.ray import RayBackend
 
     backend = instrument(RayBackend)()
-    ctx = small_ctx("impala", steps=10**8)
+    # Unrolls of 64 steps: one unroll's observations (8 KiB) clearly exceed any report of a second's
+    # episodes, so "no result as large as one unroll" tells data from reports.
+    ctx = small_ctx("impala", steps=10**8, rollout_length=64)
     prog = ImpalaProgram(ctx, RunConfig(steps=10**8, num_actors=2), backend, ImpalaSettings(unrolls_per_call=1))
     try:
         calls, results, seconds, steps = _steady_state(prog, backend, warmup_s=8.0, window_s=8.0)
     finally:
         prog.close()
-    _check(calls, results, seconds, steps, 16 * 4 * 4 * 4 * 2)
+    _check(calls, results, seconds, steps, 64 * 4 * 4 * 4 * 2)
 
 
 class _Reader:

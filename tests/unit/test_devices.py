@@ -124,9 +124,12 @@ def test_on_ray_the_learner_node_asks_for_one_gpu_on_cuda_and_actors_for_none(fa
         return issubclass(cls, LearnerNode) or cls.__name__.endswith("LearnerNode")
 
     learners = [o["num_gpus"] for cls, o in fake_ray.spawned if is_learner(cls)]
-    others = [o["num_gpus"] for cls, o in fake_ray.spawned if not is_learner(cls)]
-    assert learners == [gpus] * (2 if topology == "gorila" else 1)  # GORILA: one learner per bundle (2 here)
-    assert len(others) >= 2 and all(g == 0 for g in others)  # the two actors (env workers), and any servers
+    others = {cls.__name__: o["num_gpus"] for cls, o in fake_ray.spawned if not is_learner(cls)}
+    if topology == "ga3c":  # inference on the learner's device: trainer and predictor share the GPU
+        assert learners == [gpus / 2] and others.pop("PredictorNode") == gpus / 2
+    else:
+        assert learners == [gpus] * (2 if topology == "gorila" else 1)  # GORILA: one learner per bundle (2 here)
+    assert len(fake_ray.spawned) >= 3 and all(g == 0 for g in others.values())  # actors (env workers), servers
     backend.shutdown()  # the nodes never ran: nothing for the program to drain
 
 
