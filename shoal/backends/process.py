@@ -49,6 +49,9 @@ def _send(conn: Connection, obj: Any) -> None:
 
 
 def _recv(conn: Connection) -> Any:
+    # Only ever a pipe between the driver and a learner process it spawned itself (as multiprocessing and
+    # Ray move call arguments): never a file, a socket or anything a user is sent. Checkpoints are
+    # safetensors + JSON and never go through here.
     return pickle.loads(conn.recv_bytes())
 
 

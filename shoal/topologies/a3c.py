@@ -17,7 +17,6 @@ unchanged on every backend.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -35,8 +34,8 @@ from shoal.errors import ConfigError
 from shoal.services.variables import VariableServer
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
-from shoal.topologies.asynchronous import AsyncProgram, copy_tree
-from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
+from shoal.topologies.asynchronous import AsyncProgram, SharedLearnerNode
+from shoal.topologies.nodes import ActorNode, NodeContext
 
 
 @dataclass
@@ -52,8 +51,13 @@ class A3CSettings:
         positive(self, "max_staleness", "rollouts_per_call")
 
 
-class ParameterNode(LearnerNode):
+class ParameterNode(SharedLearnerNode):
     """Holds the parameters and the optimiser; applies pushed gradients one at a time; serves snapshots."""
+
+    COUNTERS = ("learner_env_steps", "dropped", "accepted")
+    learner_env_steps: int
+    dropped: int
+    accepted: int
 
     def __init__(self, ctx: NodeContext, settings: A3CSettings) -> None:
         super().__init__(ctx)
@@ -61,11 +65,7 @@ class ParameterNode(LearnerNode):
             raise ConfigError(f"the a3c topology needs a learner that applies gradients computed elsewhere; "
                               f"{ctx.algo} has none (use a3c or a2c)")
         self.settings = settings
-        self._lock = threading.Lock()
         self.variables = VariableServer()
-        self.accepted = 0
-        self.dropped = 0
-        self.learner_env_steps = 0
         self.staleness: list[int] = []
         self._publish()
 
@@ -100,25 +100,9 @@ class ParameterNode(LearnerNode):
             return {"gradient_staleness": float(np.mean(st)) if st else 0.0, "dropped_gradients": float(self.dropped),
                     "learner_env_steps": float(self.learner_env_steps), "learner_steps": float(self.learner_steps)}
 
-    def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
-        with self._lock:
-            return self.learner.get_variables()
-
-    def state(self) -> dict[str, Any]:
-        """A copy taken between two applied gradients (workers keep pushing while it is saved)."""
-        with self._lock:
-            s = copy_tree(super().state())
-            s.update(learner_env_steps=self.learner_env_steps, dropped=self.dropped, accepted=self.accepted)
-            return s
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        with self._lock:
-            super().load_state(state)
-            self.learner_env_steps = int(state.get("learner_env_steps", 0))
-            self.dropped = int(state.get("dropped", 0))
-            self.accepted = int(state.get("accepted", 0))
-            self.variables = VariableServer()
-            self._publish()
+    def _restored(self) -> None:
+        self.variables = VariableServer()
+        self._publish()
 
 
 class A3CWorkerNode(ActorNode):

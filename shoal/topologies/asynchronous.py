@@ -14,6 +14,7 @@ a subclass runs one fixed, deterministic round instead.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import abstractmethod
 from typing import Any
@@ -25,6 +26,7 @@ from shoal.backends.base import NodeDied
 from shoal.core.types import ActorReport
 from shoal.errors import ShoalError
 from shoal.topologies import IterationReport, Program
+from shoal.topologies.nodes import LearnerNode
 
 _log = logging.getLogger("shoal")
 
@@ -46,6 +48,43 @@ def copy_tree(tree: Any) -> Any:
         items = [copy_tree(v) for v in tree]
         return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)  # namedtuples too
     return tree
+
+
+class SharedLearnerNode(LearnerNode):
+    """A learner node that serves calls (variables, state) while other calls update it.
+
+    Updates and reads take ``_lock``; the state is a copy taken between two updates, so a
+    checkpoint never mixes two versions however the node is served. ``COUNTERS`` name the
+    integer attributes kept with the state; after a load, :meth:`_restored` republishes.
+    """
+
+    COUNTERS: tuple[str, ...] = ()
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        self._lock = threading.RLock()
+        for name in self.COUNTERS:
+            setattr(self, name, 0)
+
+    def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
+        with self._lock:
+            return self.learner.get_variables()
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            s = copy_tree(super().state())
+            s.update({name: getattr(self, name) for name in self.COUNTERS})
+            return s
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            super().load_state(state)
+            for name in self.COUNTERS:
+                setattr(self, name, int(state.get(name, 0)))
+            self._restored()
+
+    def _restored(self) -> None:
+        """Make the restored version available to readers."""
 
 
 def idle_report(call_s: float, idle_s: float, blocked_s: float, env_restarts: int) -> dict[str, float]:

@@ -15,13 +15,11 @@ Ray backends every node runs on its own and the queue's backpressure paces the a
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from shoal.backends.base import Backend
 from shoal.config import positive, require
@@ -32,8 +30,8 @@ from shoal.services.queue import QueueEmpty, TrajectoryQueue
 from shoal.services.variables import Publisher, VariableServer
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
-from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit, copy_tree, idle_report
-from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
+from shoal.topologies.asynchronous import AsyncProgram, SharedLearnerNode, actor_critic_misfit, idle_report
+from shoal.topologies.nodes import ActorNode, NodeContext
 
 
 @dataclass
@@ -126,19 +124,20 @@ class ImpalaActorNode(ActorNode):
                            actor_id=self.actor_id)
 
 
-class QueueLearnerNode(LearnerNode):
+class QueueLearnerNode(SharedLearnerNode):
     """A learner node that trains on batches of unrolls as they come, dropping those that lag too far.
 
     Its state is handed out as a copy taken between updates, so a checkpoint never mixes two
     versions however the node is served.
     """
 
+    COUNTERS = ("learner_env_steps", "dropped")
+    learner_env_steps: int
+    dropped: int
+
     def __init__(self, ctx: NodeContext, max_policy_lag: int, batch_unrolls: int) -> None:
-        super().__init__(ctx)
+        super().__init__(ctx)  # one update at a time (_lock); state and variables are read between updates
         self.max_policy_lag, self.batch_unrolls = max_policy_lag, batch_unrolls
-        self.learner_env_steps = 0
-        self.dropped = 0
-        self._lock = threading.RLock()  # one update at a time; state and variables are read between updates
 
     def _next_batch(self, timeout: float) -> dict[str, np.ndarray] | None:
         """The next ``batch_unrolls`` unrolls as queue items, or None (none in time, or stopping)."""
@@ -180,22 +179,8 @@ class QueueLearnerNode(LearnerNode):
                    learner_batches=float(done))
         return out
 
-    def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
-        with self._lock:
-            return self.learner.get_variables()
-
-    def state(self) -> dict[str, Any]:
-        with self._lock:
-            s = copy_tree(super().state())
-            s.update(learner_env_steps=self.learner_env_steps, dropped=self.dropped)
-            return s
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        with self._lock:
-            super().load_state(state)
-            self.learner_env_steps = int(state.get("learner_env_steps", 0))
-            self.dropped = int(state.get("dropped", 0))
-            self._after_update(restored=True)
+    def _restored(self) -> None:
+        self._after_update(restored=True)
 
 
 class ImpalaLearnerNode(QueueLearnerNode):
