@@ -220,7 +220,11 @@ def _batched_twin(env_id: str) -> str | None:
         from shoal.envs.batched import BATCHED_IDS
     except ImportError:
         return None
+    from shoal.envs.registration import PARTIAL_IDS
+
     env_id = bare_env_id(env_id)
+    if env_id in PARTIAL_IDS:
+        return env_id
     if env_id in BATCHED_IDS:
         return BATCHED_IDS[env_id]
     return env_id if env_id in BATCHED_IDS.values() else None

@@ -26,6 +26,13 @@ BATCHED_ENTRY_POINTS: dict[str, str] = {
 }
 
 
+#: Partially observed twins of classic-control envs: id -> (entry point, vector entry point, max steps,
+#: reward threshold). ``make_vec_env`` uses the numpy-batched vector entry point for them.
+PARTIAL_IDS: dict[str, tuple[str, str, int, float]] = {
+    "shoal/CartPoleNoVel-v1": ("shoal.envs.partial:CartPoleNoVel", "shoal.envs.batched.cartpole:BatchedCartPoleNoVel",
+                               500, 475.0),
+}
+
 #: Slow simulators: CartPole-v1 (its own 500-step limit inside) waiting in every step.
 SLOW_IDS: dict[str, str] = {"shoal/SlowCartPole-v0": "shoal.envs.slow:slow_cartpole"}
 
@@ -35,6 +42,10 @@ def register_envs() -> None:
     for env_id, (entry_point, max_steps) in TOY_IDS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps)
+    for env_id, (entry_point, vector_entry_point, max_steps, threshold) in PARTIAL_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point,
+                         max_episode_steps=max_steps, reward_threshold=threshold)
     for env_id, entry_point in SLOW_IDS.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, entry_point=entry_point)

@@ -104,3 +104,23 @@ class BatchedCartPole(BatchedVectorEnv):
         terminated = np.abs(x, out=tmp) > self.x_threshold
         terminated |= np.abs(theta, out=tmp) > self.theta_threshold_radians
         return self._ones.copy(), terminated
+
+
+class BatchedCartPoleNoVel(BatchedCartPole):
+    """``shoal/CartPoleNoVel-v1`` batched: CartPole-v1's dynamics, observing only ``[x, theta]``."""
+
+    gym_id = "shoal/CartPoleNoVel-v1"
+
+    def _make_spaces(self) -> tuple[spaces.Space, spaces.Space]:
+        from shoal.envs.partial import novel_space
+
+        full, act = super()._make_spaces()
+        assert isinstance(full, spaces.Box)
+        return novel_space(full), act
+
+    def _observe(self, rows: np.ndarray | None) -> np.ndarray:
+        src = self._state if rows is None else self._state[:, rows]
+        out = np.empty((src.shape[1], 2), dtype=np.float32)
+        out[:, 0] = src[0]
+        out[:, 1] = src[2]
+        return out
