@@ -1,4 +1,4 @@
-"""The ``shoal`` command: train, eval, plot, list (and bench)."""
+"""The ``shoal`` command: train, eval, plot, list, tune, report (and bench)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from shoal.errors import ShoalError
 
@@ -34,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="continue the run in this directory from its last checkpoint; --steps and key=value "
                    "change its settings (not those that shape the checkpoint, e.g. hidden or num_envs)")
     t.add_argument("--quiet", action="store_true", help="no progress line and no line naming the defaults applied")
+    t.add_argument("--seeds", nargs="+", metavar="SEED", help="run these seeds in parallel, one run directory each under "
+                   "--experiment (with --backend ray: a Ray task per seed)")
+    t.add_argument("--experiment", help="with --seeds: the experiment folder (default runs/ALGO_ENV_TIME)")
+    t.add_argument("--parallel", type=int, help="with --seeds: seeds at a time (default: one per core)")
+    t.add_argument("--track", choices=["wandb"], help="also log metrics, config and videos to Weights & Biases "
+                   "(WANDB_MODE=offline: to a local folder for `wandb sync`); TensorBoard is always written")
+    t.add_argument("--wandb-project", help="W&B project (default shoal)")
+    t.add_argument("--wandb-entity", help="W&B user or team (default: the account's own)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. lr=3e-4 hidden=[64,64]")
 
     e = sub.add_parser("eval", help="evaluate the last checkpoint of a run")
@@ -41,9 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=int, default=20)
     e.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's eval seed)")
     e.add_argument("--out", help="also write the result as JSON here")
+    e.add_argument("--video", metavar="PATH.mp4", help="also record the greedy policy's first episodes into this mp4")
+    e.add_argument("--video-episodes", type=int, default=1, help="episodes in the video (default 1)")
+    e.add_argument("--video-frames", type=int, help="frames at most in the video (default: the run's video_max_frames)")
+
+    x = sub.add_parser("export", help="write a run's greedy policy as a standalone ONNX or TorchScript file")
+    x.add_argument("run_dir")
+    x.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    x.add_argument("--out", help="file to write (default RUN_DIR/policy.onnx or RUN_DIR/policy.pt)")
 
     pl = sub.add_parser("plot", help="plot learning curves of one or more runs into a PNG")
-    pl.add_argument("run_dirs", nargs="+")
+    pl.add_argument("run_dirs", nargs="+", help="run directories, or experiment folders (mean over seeds, 95%% bootstrap band)")
     pl.add_argument("--out", default="learning_curve.png")
     pl.add_argument("--x", default="env_steps", help="x column: env_steps or wall_time_s")
     pl.add_argument("--y", default="episode_return_mean")
@@ -64,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     from shoal.bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+    from shoal.run.commands import add_parsers
+
+    add_parsers(sub)  # tune, report
     return p
 
 
@@ -72,12 +91,20 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from shoal.core.memory import retain_freed_memory
     from shoal.run.runner import train
 
+    tracking = {k: v for k, v in (("track", a.track), ("wandb_project", a.wandb_project), ("wandb_entity", a.wandb_entity)) if v}
+    if a.seeds is not None:
+        from shoal.run.commands import cmd_train_seeds
+
+        return cmd_train_seeds(a, {**parse_overrides(a.overrides), **tracking})
+    if a.experiment or a.parallel is not None:
+        raise ShoalError("--experiment and --parallel apply to --seeds; add --seeds 0 1 2 or drop them")
     retain_freed_memory()  # this process is shoal's own (no user code in it): learners reuse freed blocks
     if a.resume and a.run_dir:
         raise ShoalError("pass either --resume DIR or --run-dir DIR, not both")
     run = train(a.algo, a.env, steps=a.steps, seed=a.seed, run_dir=a.run_dir, backend=a.backend, num_actors=a.num_actors,
                 num_learners=a.num_learners,
-                topology=a.topology, config=a.config, overrides=parse_overrides(a.overrides), resume=a.resume, ray_address=a.ray_address,
+                topology=a.topology, config=a.config, overrides={**parse_overrides(a.overrides), **tracking}, resume=a.resume,
+                ray_address=a.ray_address,
                 quiet=a.quiet)
     msg = f"run directory: {run.run_dir}  env steps: {run.env_steps:,}  wall: {run.wall_time_s:.1f}s"
     if run.eval:
@@ -96,12 +123,27 @@ def _cmd_eval(a: argparse.Namespace) -> int:
         atomic_write_text(Path(a.out), text)
     print(f"mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} over {result['episodes']} episodes "
           f"(checkpoint at {result['env_steps']:,} env steps)")
+    if a.video:
+        from shoal.run.video import record_run_video
+
+        video = record_run_video(Path(a.run_dir), Path(a.video), a.video_episodes, a.seed, a.video_frames)
+        print(f"wrote {video.path}: {len(video.lengths)} episode(s), {video.frames} frames at {video.fps} fps")
+    return 0
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    from shoal.run.export import export_run
+
+    print(f"wrote {export_run(Path(a.run_dir), a.format, a.out)}")
     return 0
 
 
 def _cmd_plot(a: argparse.Namespace) -> int:
+    from shoal.run.commands import cmd_plot
     from shoal.run.plots import plot_runs
 
+    if (done := cmd_plot(a)) is not None:  # experiment folders among the paths
+        return done
     out = plot_runs([Path(d) for d in a.run_dirs], Path(a.out), a.x, a.y, a.title, a.ymin, a.ymax)
     print(f"wrote {out}")
     return 0
@@ -153,7 +195,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # key=value settings may come before or after options; anything else unknown is an error.
-    bad = [x for x in extra if x.startswith("-") or "=" not in x or args.cmd != "train"]
+    bad = [x for x in extra if x.startswith("-") or "=" not in x or args.cmd not in ("train", "tune")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if args.cmd == "train":
@@ -163,6 +205,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             overrides.insert(0, args.algo)
             args.algo = None
         args.overrides = overrides
+        seeds = args.seeds or []
+        args.overrides += [x for x in seeds if "=" in x]  # `--seeds 0 1 lr=1e-3`: settings after the seeds
+        if args.seeds is not None:
+            try:
+                args.seeds = [int(x) for x in seeds if "=" not in x]
+            except ValueError:
+                parser.error(f"--seeds takes integers, got {' '.join(seeds)}")
+    if args.cmd == "tune":
+        args.overrides = list(args.overrides) + extra
     return args
 
 
@@ -173,12 +224,35 @@ def _cwd_importable() -> None:
         sys.path.append(cwd)  # last: never shadows an installed package
 
 
+def _one_line_warnings() -> Any:
+    """shoal's own warnings (:class:`ShoalWarning`) print as one ``shoal: warning:`` line; returns the old formatter."""
+    import warnings
+
+    from shoal.errors import ShoalWarning
+
+    default = warnings.formatwarning
+
+    def fmt(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+        if issubclass(category, ShoalWarning):
+            return f"shoal: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
+    return default
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line and exit 2, no traceback."""
     args = parse_args(argv)
-    if args.cmd in ("train", "eval", "bench"):
+    if args.cmd in ("train", "eval", "bench", "tune"):
         _cwd_importable()
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "list": _cmd_list, "play": _cmd_play}
+    from shoal.run.commands import cmd_report, cmd_tune
+
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "list": _cmd_list, "play": _cmd_play,
+                "tune": cmd_tune, "report": cmd_report, "export": _cmd_export}
+    import warnings
+
+    default_format = _one_line_warnings()
     try:
         if args.cmd == "bench":
             from shoal.bench.cli import run_bench
@@ -191,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shoal: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format
 
 
 if __name__ == "__main__":

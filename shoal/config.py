@@ -157,6 +157,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         k, v = p.split("=", 1)
         try:
             val = yaml.safe_load(v) if v.strip() else ""
+        except yaml.constructor.ConstructorError as e:
+            if _python_tag(e):
+                raise ConfigError(f"override {k.strip()!r} uses {_tag_of(e)}, which shoal refuses (tags that build "
+                                  "objects could run code); write a plain number, string, list or mapping") from None
+            val = v
         except yaml.YAMLError:
             val = v
         if isinstance(val, str):
@@ -168,6 +173,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _python_tag(e: yaml.constructor.ConstructorError) -> bool:
+    """Whether the safe loader refused a ``!!python/...`` tag (one that would build an object or call code)."""
+    return "python/" in str(e.problem or "") and "could not determine a constructor for the tag" in str(e.problem)
+
+
+def _tag_of(e: yaml.constructor.ConstructorError) -> str:
+    """``the YAML tag '!!python/object/...'`` from a safe loader's refusal."""
+    import re
+
+    m = re.search(r"tag '([^']+)'", str(e.problem or ""))
+    tag = m.group(1).replace("tag:yaml.org,2002:", "!!") if m else "a tag"
+    return f"the YAML tag {tag!r}" if m else "a YAML tag"
+
+
 def load_yaml_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with a one-line error when it is missing or malformed."""
     p = Path(path)
@@ -177,6 +196,15 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {str(p)!r} ({e.strerror}); check the path") from None
     try:
         data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:
+        if not _python_tag(e):
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML{where} ({e.problem}); fix it") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {str(p)!r} uses {_tag_of(e)}{where}, which shoal refuses (tags that build "
+                          "objects could run code; nothing was run); write plain values") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -17,3 +17,11 @@ class EnvError(ShoalError):
 
 class CheckpointError(ShoalError):
     """A checkpoint is missing, corrupt or incompatible."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """A checkpoint written by a newer shoal: intact, but not readable by this one."""
+
+
+class ShoalWarning(UserWarning):
+    """A warning of shoal's own (a checkpoint passed over, replay not restored); the CLI prints it as one line."""

@@ -43,6 +43,22 @@ class RunConfig:
     """Env steps between metric rows (0: about 200 rows per run, at most one per iteration)."""
     keep_checkpoints: int = 3
     """How many recent checkpoints to keep (only the newest keeps the replay tables)."""
+    on_checkpoint_error: str = "stop"
+    """When a checkpoint cannot be written (disk full, permissions): ``stop`` the run with an error, or
+    ``continue`` training with a warning and try again at the next checkpoint; either way the previous
+    checkpoint stays intact."""
+    capture_video: bool = False
+    """Record evaluation episodes (greedy policy) as mp4 into the run's ``videos/`` (and TensorBoard, W&B)."""
+    video_every: int = 0
+    """With capture_video: env steps between videos of one evaluation episode (0: only the final policy's)."""
+    video_max_frames: int = 1000
+    """Frames at most per video (one per agent step, plus one per reset)."""
+    track: str = ""
+    """Experiment tracker receiving the metrics, config and videos besides TensorBoard: empty (none) or wandb."""
+    wandb_project: str = "shoal"
+    """Weights & Biases project of the run (with track=wandb)."""
+    wandb_entity: str = ""
+    """Weights & Biases entity (user or team; empty: the account's default)."""
     torch_threads: int = 1
     """Intra-op threads per process (1 is fastest for small nets on few cores)."""
     max_restarts: int = 3
@@ -70,6 +86,11 @@ class RunConfig:
         require(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         require(self.log_every >= 0, f"log_every must be >= 0, got {self.log_every}")
         require(self.max_restarts >= 0, f"max_restarts must be >= 0, got {self.max_restarts}")
+        require(self.on_checkpoint_error in ("stop", "continue"),
+                f"on_checkpoint_error must be stop or continue, got {self.on_checkpoint_error!r}")
+        require(self.video_every >= 0, f"video_every must be >= 0, got {self.video_every}")
+        require(self.video_max_frames >= 1, f"video_max_frames must be >= 1, got {self.video_max_frames}")
+        require(self.track in ("", "wandb"), f"track must be empty or wandb, got {self.track!r}")
         require(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         require(self.inference_device in ("", "auto", "cpu") or self.inference_device.startswith("cuda"),
                 f"inference_device must be empty, cpu, cuda, cuda:N or auto; got {self.inference_device!r}")

@@ -82,12 +82,17 @@ def ray_instance():
     """
     import ray
 
+    from shoal.backends.ray import restore_auth_env, start_private_ray
+
+    before = None
     if not ray.is_initialized():
         # Logical CPUs: enough for every node of the largest topology a test starts (16 actors + services).
-        ray.init(num_cpus=24, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                 object_store_memory=256 * 1024 * 1024, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        # Started as shoal starts its own (token authentication on, a token of this process), so tests see that instance.
+        before = start_private_ray(num_cpus=24)
     yield
     ray.shutdown()
+    if before is not None:
+        restore_auth_env(before)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -94,6 +94,8 @@ register(AlgoSpec("sarsa", f"{_TAB}.config:SarsaConfig", f"{_TAB}.builder:Tabula
                   "tabular Sarsa, on-policy TD control (Discrete observations and actions)"))
 register(AlgoSpec("sarsa_lambda", f"{_TAB}.config:SarsaLambdaConfig", f"{_TAB}.builder:TabularBuilder", "local",
                   "tabular Sarsa(lambda) with accumulating or replacing eligibility traces"))
+register(AlgoSpec("dyna_q", f"{_TAB}.config:DynaQConfig", f"{_TAB}.dyna:DynaQBuilder", "local",
+                  "tabular Dyna-Q: Q-learning plus planning with a learned model; plus=true for Dyna-Q+"))
 register(AlgoSpec("reinforce", f"{_PG}.reinforce:ReinforceConfig", f"{_PG}.reinforce:ReinforceBuilder", "local",
                   "REINFORCE: episodic Monte-Carlo policy gradient, optional learned baseline"))
 register(AlgoSpec("actor_critic", f"{_PG}.one_step_ac:OneStepACConfig", f"{_PG}.one_step_ac:OneStepACBuilder", "local",
@@ -107,6 +109,12 @@ register(AlgoSpec("apex_dqn", f"{_DQN}.config:ApexDQNConfig", f"{_DQN}.builder:D
 register(AlgoSpec("gorila", f"{_DQN}.config:GorilaConfig", f"{_DQN}.builder:DQNBuilder", "gorila",
                   "GORILA DQN: actor-replay-learner bundles; learners push gradients to a sharded parameter server"))
 
+_R2D2 = "shoal.agents.r2d2"
+register(AlgoSpec("r2d2", f"{_R2D2}.config:R2D2Config", f"{_R2D2}.builder:R2D2Builder", "local",
+                  "R2D2: recurrent Q-network from stored-state sequences with burn-in, n-step Double Q, value rescaling"))
+register(AlgoSpec("apex_r2d2", f"{_R2D2}.config:ApexR2D2Config", f"{_R2D2}.builder:R2D2Builder", "apex",
+                  "distributed R2D2: N actors with their own epsilons, actor-computed sequence priorities, one replay"))
+
 _CONT = "shoal.agents.continuous"
 register(AlgoSpec("ddpg", f"{_CONT}.config:DDPGConfig", f"{_CONT}.builder:ContinuousBuilder", "local",
                   "DDPG: deterministic policy gradient, target networks, Gaussian or OU exploration noise"))
@@ -116,6 +124,10 @@ register(AlgoSpec("sac", f"{_CONT}.config:SACConfig", f"{_CONT}.builder:Continuo
                   "SAC: tanh-squashed Gaussian policy, twin critics, automatic entropy temperature"))
 register(AlgoSpec("apex_ddpg", f"{_CONT}.config:ApexDDPGConfig", f"{_CONT}.builder:ContinuousBuilder", "apex",
                   "Ape-X DPG: N actors with their own noise scales, actor-computed priorities, one prioritized replay"))
+register(AlgoSpec("d4pg", f"{_CONT}.config:D4PGConfig", f"{_CONT}.builder:ContinuousBuilder", "local",
+                  "D4PG: DDPG with a categorical distributional critic, n-step prioritized replay"))
+register(AlgoSpec("apex_d4pg", f"{_CONT}.config:ApexD4PGConfig", f"{_CONT}.builder:ContinuousBuilder", "apex",
+                  "D4PG on Ape-X: N actors with their own noise scales, actor-computed cross-entropy priorities"))
 
 _AZ = "shoal.agents.alphazero"
 register(AlgoSpec("alphazero", f"{_AZ}.config:AlphaZeroConfig", f"{_AZ}.builder:AlphaZeroBuilder", "alphazero",

@@ -1,21 +1,102 @@
 """The Ray backend: each node is a Ray actor, on this machine or a cluster.
 
 The only module in shoal that imports Ray. With no address it starts a private
-local Ray instance (dashboard off) and stops it on shutdown; with an address it
-connects to an existing cluster using the cluster's token authentication.
+local Ray instance (:func:`start_private_ray`: dashboard off, token authentication on
+with a fresh token of its own) and stops it on shutdown; with an address it connects to
+an existing cluster using the cluster's token authentication.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import secrets
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
 from shoal.backends.base import Backend, Future, NodeDied, NodeHandle
 from shoal.errors import ConfigError, ShoalError
+
+_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_process_token: str | None = None
+
+
+def _private_token() -> str:
+    """This process's token for the private instances it starts: random, made once, reused by each.
+
+    Ray's driver keeps the first token it loads for the life of the process, so every private
+    instance a process starts (one after another) must carry the same one.
+    """
+    global _process_token
+    if _process_token is None:
+        _process_token = secrets.token_hex(32)
+    return _process_token
+
+
+def _reset_ray_auth_cache() -> None:
+    """Make Ray's driver read its authentication mode and token from the environment again."""
+    try:
+        raylet = importlib.import_module("ray._raylet")  # Ray's own (untyped) extension module
+        raylet.Config.initialize("")
+        raylet.AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # a Ray without token authentication: nothing cached
+        pass
+
+
+def start_private_ray(num_cpus: int | None = None, runtime_env: dict[str, Any] | None = None,
+                      object_store_memory: int = 256 * 1024 * 1024) -> dict[str, str | None]:
+    """Start a Ray instance on this machine for this process alone: no dashboard, token authentication on.
+
+    Ray's GCS, raylet and worker ports listen on every interface of the machine, so the
+    token is what keeps other clients out. The instance gets a random token of this process
+    (in its environment, which Ray's own processes and the driver's other children inherit),
+    not the shared ``~/.ray/auth_token``. ``address="local"``: never a cluster that
+    ``RAY_ADDRESS`` or ``ray start`` points at. Setting ``RAY_AUTH_MODE=disabled`` turns
+    authentication off, with a warning. Returns the authentication variables as they were
+    before, for :func:`restore_auth_env` after ``ray.shutdown()``.
+    """
+    before = {k: os.environ.get(k) for k in _AUTH_VARS}
+    disabled = os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled"
+    if disabled:
+        warnings.warn("RAY_AUTH_MODE=disabled: the private Ray instance accepts any client that can reach this "
+                      "machine's Ray ports; unset RAY_AUTH_MODE to keep token authentication on", stacklevel=2)
+    else:
+        # RAY_AUTH_MODE stays as it is: unset, Ray (2.60 and later) turns token mode on for a new local
+        # instance and refreshes its own configuration, which setting the variable here would skip.
+        os.environ["RAY_AUTH_TOKEN"] = _private_token()
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        _reset_ray_auth_cache()
+    env = {"env_vars": {"OMP_NUM_THREADS": "1"}}
+    for key, value in (runtime_env or {}).items():
+        env[key] = value
+    try:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 logging_level=logging.ERROR, log_to_driver=False, object_store_memory=object_store_memory,
+                 runtime_env=env)
+        if not disabled:
+            raylet = importlib.import_module("ray._raylet")
+            if raylet.get_authentication_mode() != raylet.AuthenticationMode.TOKEN:
+                ray.shutdown()
+                raise ShoalError(f"Ray {ray.__version__} started without token authentication; install ray>=2.60 "
+                                 "(or set RAY_AUTH_MODE=token)")
+    except BaseException:
+        restore_auth_env(before)
+        raise
+    return before
+
+
+def restore_auth_env(before: dict[str, str | None]) -> None:
+    """Put back the authentication variables :func:`start_private_ray` replaced, and have Ray read them again."""
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _reset_ray_auth_cache()
 
 
 class RayFuture(Future):
@@ -103,6 +184,7 @@ class RayBackend(Backend):
     def __init__(self, address: str | None = None, num_cpus: int | None = None, py_modules: Sequence[str] = ()) -> None:
         self.address = address
         self.owns_ray = False
+        self._auth_before: dict[str, str | None] = {}
         self.actors: list[Any] = []
         # Local code the nodes import (e.g. a ``module:EnvId`` env's module): Ray uploads it and
         # puts it on every worker's sys.path, on this machine or a cluster's. Ray takes uploads
@@ -133,9 +215,7 @@ class RayBackend(Backend):
                     raise ShoalError(_auth_hint(address)) from None
                 raise ShoalError(f"could not connect to the Ray cluster at {address!r} ({text.splitlines()[0]})") from None
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False, object_store_memory=256 * 1024 * 1024,
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}, **shipped})
+            self._auth_before = start_private_ray(num_cpus, shipped)
             self.owns_ray = True
 
     def resolve_device(self, name: str) -> str:
@@ -232,4 +312,41 @@ class RayBackend(Backend):
             self._placement_groups = []
         if self.owns_ray:
             ray.shutdown()
+            restore_auth_env(self._auth_before)
             self.owns_ray = False
+
+
+def run_tasks(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, num_cpus: float = 1, max_parallel: int | None = None,
+              address: str | None = None, cluster_cpus: int | None = None) -> Iterator[tuple[int, Any, BaseException | None]]:
+    """Run ``fn(*args)`` for each ``args`` of ``calls`` as one Ray task each, at most ``max_parallel`` at a time.
+
+    Yields ``(index, result, None)`` or ``(index, None, error)`` as each task ends, so one failed
+    task never loses the others' results. ``fn`` must be importable by name on the workers (a
+    module-level function of an installed package). Without a running Ray this starts a private
+    one (``cluster_cpus`` logical CPUs, default the machine's cores) or connects to ``address``,
+    and stops it when the iterator is exhausted or closed; tasks still running then are cancelled.
+    """
+    backend = RayBackend(address=address, num_cpus=cluster_cpus)
+    remote = ray.remote(num_cpus=num_cpus, max_retries=0)(fn)
+    limit = max(1, max_parallel or len(calls))
+    pending: dict[Any, int] = {}
+    queued = list(enumerate(calls))
+    try:
+        while queued or pending:
+            while queued and len(pending) < limit:
+                i, args = queued.pop(0)
+                pending[remote.remote(*args)] = i
+            done, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(done[0])
+            try:
+                yield i, ray.get(done[0]), None
+            except ray.exceptions.RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                yield i, None, cause if isinstance(cause, BaseException) else ShoalError(str(e).strip().splitlines()[0])
+            except ray.exceptions.RayError as e:  # the worker process died (killed, out of memory)
+                text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                yield i, None, ShoalError(f"the Ray task's worker failed: {text}")
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        backend.shutdown()

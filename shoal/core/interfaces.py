@@ -208,6 +208,12 @@ class Builder(ABC):
         return 1.0, max(1, self.replay_batch_size)
 
     @property
+    def items_per_env_step(self) -> float:
+        """Replay items an actor's adder writes per env step on average (1: transitions; sequence
+        adders write one per ``period`` steps), what a central replay sizes its rate band with."""
+        return 1.0
+
+    @property
     def checkpoint_replay(self) -> bool:
         """Whether checkpoints hold the replay tables, so that a resumed run continues with its data."""
         return False

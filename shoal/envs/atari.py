@@ -270,13 +270,13 @@ def wrap_atari(env: gym.Env, *, noop_max: int = 30, frame_skip: int = 4, episodi
 
 
 def make_atari_env(env_id: str, *, repeat_action_probability: float | None = None, full_action_space: bool = False,
-                   max_episode_steps: int = 27_000, **wrap_kwargs: Any) -> gym.Env:
+                   max_episode_steps: int = 27_000, render_mode: str | None = None, **wrap_kwargs: Any) -> gym.Env:
     """An ALE game (e.g. ``ALE/Pong-v5``) with the DeepMind preprocessing of :func:`wrap_atari`.
 
     The ALE env is made with ``frameskip=1`` (skipping and max-pooling are the wrapper's);
     ``repeat_action_probability`` defaults to the id's own (0.25 sticky actions for v5 ids).
     ``max_episode_steps`` counts agent steps of a whole game (27k = 108k frames, the usual
-    30-minute cap).
+    30-minute cap). ``render_mode="rgb_array"`` lets ``render()`` return the game's colour frames (for videos).
     """
     try:
         import ale_py
@@ -286,6 +286,8 @@ def make_atari_env(env_id: str, *, repeat_action_probability: float | None = Non
     kwargs: dict[str, Any] = {"frameskip": 1, "full_action_space": full_action_space}
     if repeat_action_probability is not None:
         kwargs["repeat_action_probability"] = repeat_action_probability
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as e:

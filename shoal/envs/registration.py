@@ -13,6 +13,10 @@ import gymnasium as gym
 TOY_IDS: dict[str, tuple[str, int]] = {
     "shoal/Treasure1D-v0": ("shoal.envs.toy.treasure:Treasure1D", 100),
     "shoal/GridMaze-v0": ("shoal.envs.toy.maze:GridMaze", 100),
+    # No time limit in the book; 10,000 steps is far beyond its 3,000-step experiment.
+    "shoal/BlockingMaze-v0": ("shoal.envs.toy.blocking_maze:BlockingMaze", 10_000),
+    # The same maze with its wall already moved: where a run past the move is evaluated.
+    "shoal/BlockingMazeMoved-v0": ("shoal.envs.toy.blocking_maze:blocking_maze_moved", 10_000),
 }
 
 #: Gymnasium id -> vector entry point of its numpy-batched twin ``shoal/<id>``

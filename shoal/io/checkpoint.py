@@ -15,20 +15,26 @@ views of that buffer.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
+import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from shoal.errors import CheckpointError
+from shoal.errors import CheckpointError, CheckpointFormatError, ShoalWarning
 
 _TENSOR = "__tensor__"
 _NDARRAY = "__ndarray__"
@@ -61,9 +67,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the renames and deletions in ``folder`` durable (a power loss keeps them or none after)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -161,7 +182,12 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp)
+        try:
+            save_file(tensors, tmp)
+        except SafetensorError as e:  # safetensors reports I/O failures (disk full, file too large) as its own type
+            m = re.search(r"os error (\d+)", str(e))
+            code = int(m.group(1)) if m else errno.EIO
+            raise OSError(code, os.strerror(code), tmp) from None
         digest = _sha256_file(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -184,29 +210,44 @@ def save_checkpoint(path_prefix: Path, tree: dict[str, Any], meta: dict[str, Any
     json_path = path_prefix.with_suffix(".json")
     path_prefix.parent.mkdir(parents=True, exist_ok=True)
     detached = None
-    if splitter.detached is not None:
-        dpath = _detached_path(weights_path)
-        detached = {"weights": dpath.name, "sha256": _write_tensors(dpath, splitter.detached),
-                    "bytes": dpath.stat().st_size}
-    digest = _write_tensors(weights_path, splitter.tensors)
-    doc = {"format": FORMAT_VERSION, "weights": weights_path.name, "sha256": digest, "detached": detached,
-           "meta": meta or {}, "tree": structure}
-    atomic_write_text(json_path, json.dumps(doc))
+    written: list[Path] = []
+    try:
+        if splitter.detached is not None:
+            dpath = _detached_path(weights_path)
+            detached = {"weights": dpath.name, "sha256": _write_tensors(dpath, splitter.detached),
+                        "bytes": dpath.stat().st_size}
+            written.append(dpath)
+        digest = _write_tensors(weights_path, splitter.tensors)
+        written.append(weights_path)
+        doc = {"format": FORMAT_VERSION, "weights": weights_path.name, "sha256": digest, "detached": detached,
+               "meta": meta or {}, "tree": structure}
+        atomic_write_text(json_path, json.dumps(doc))
+    except BaseException:
+        # No JSON: the tensor files written so far belong to no checkpoint; the older checkpoints
+        # (other names) are untouched.
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
     return json_path
 
 
 def _read_tensors(path: Path, expected: str, json_path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file once: chunks into one buffer, hashed as they arrive; tensors view the buffer."""
     fallback = "delete it to fall back to an earlier one"
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {json_path} refers to missing {path.name}; {fallback}")
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {json_path} refers to missing {path.name}; {fallback}") from None
     buf = np.empty(size, dtype=np.uint8)  # not zero-filled: every byte is read into it
     view = buf.data  # a writable memoryview of the array's bytes
     h = hashlib.sha256()
     pos = 0
     # Hash chunk i on a second thread while chunk i + 1 is read (both release the GIL).
-    with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(1) as pool:
+    try:
+        f = open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {json_path} refers to missing {path.name}; {fallback}") from None
+    with f, ThreadPoolExecutor(1) as pool:
         hashing: Future[None] | None = None
         while pos < size and (n := f.readinto(view[pos:pos + _CHUNK])):
             if hashing is not None:
@@ -252,6 +293,11 @@ def _parse_safetensors(buf: np.ndarray) -> dict[str, torch.Tensor]:
     return out
 
 
+def _own_file(name: str) -> bool:
+    """Whether ``name`` is a plain checkpoint tensor file name (no folder: a crafted JSON reaches nothing else)."""
+    return isinstance(name, str) and Path(name).name == name and name.startswith("ckpt-") and name.endswith(".safetensors")
+
+
 def _read_doc(json_path: Path) -> tuple[Path, dict[str, Any]]:
     json_path = Path(json_path)
     if json_path.suffix != ".json":
@@ -266,10 +312,12 @@ def _read_doc(json_path: Path) -> tuple[Path, dict[str, Any]]:
         complete, why = False, e.__class__.__name__
     else:
         why = "missing fields"
+    if complete and not all(_own_file(f["weights"]) for f in files):
+        complete, why = False, "a tensor file outside its folder"
     if not complete:
         raise CheckpointError(f"checkpoint {json_path} is corrupt ({why}); delete it to fall back to an earlier one")
     if int(doc.get("format", 1)) > FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {json_path} has format {doc['format']}, newer than this shoal reads "
+        raise CheckpointFormatError(f"checkpoint {json_path} has format {doc['format']}, newer than this shoal reads "
                               f"({FORMAT_VERSION}); upgrade shoal to load it")
     return json_path, doc
 
@@ -329,7 +377,7 @@ def delete_checkpoint(json_path: Path) -> None:
     weights = json_path.with_suffix(".safetensors")
     names += [weights.name, _detached_path(weights).name]
     json_path.unlink(missing_ok=True)
-    for name in {n for n in names if isinstance(n, str) and "/" not in n}:
+    for name in {n for n in names if _own_file(n)}:
         (json_path.parent / name).unlink(missing_ok=True)
 
 
@@ -346,3 +394,89 @@ def list_checkpoints(folder: Path) -> list[Path]:
             return -1
 
     return sorted(folder.glob("ckpt-*.json"), key=step_of)
+
+
+def checkpoint_files(json_path: Path) -> list[Path]:
+    """Every file of a checkpoint that exists: its JSON and the tensor files named after it."""
+    json_path = Path(json_path)
+    weights = json_path.with_suffix(".safetensors")
+    return [p for p in (json_path, weights, _detached_path(weights)) if p.exists()]
+
+
+def quarantine_checkpoint(json_path: Path) -> Path:
+    """Move every file of a checkpoint into ``corrupt/<name>.<UTC time>/`` beside it; returns that folder.
+
+    The checkpoint is kept for inspection, never listed again, and a later checkpoint of the
+    same step cannot overwrite it.
+    """
+    json_path = Path(json_path)
+    dest = json_path.parent / "corrupt" / f"{json_path.stem}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    n = 0
+    while dest.exists():
+        n += 1
+        dest = dest.with_name(f"{dest.name.split('~')[0]}~{n}")
+    dest.mkdir(parents=True)
+    for p in checkpoint_files(json_path):
+        shutil.move(str(p), dest / p.name)
+    fsync_dir(json_path.parent)
+    return dest
+
+
+def load_newest_checkpoint(folder: Path, detached: bool = True,
+                           quarantine: bool = False) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The newest checkpoint in ``folder`` that loads: ``(json_path, tree, meta)``.
+
+    A newer checkpoint that is corrupt, truncated or missing a file (its checksums say so)
+    is passed over with a warning naming it, and the one before it is tried. When only its
+    detached file (the replay) is bad, the checkpoint loads without it, with a warning. With
+    ``quarantine``, once a good checkpoint is found, the unusable newer ones are moved into
+    ``corrupt/`` (see :func:`quarantine_checkpoint`), so the run that resumes does not meet
+    them again; when none loads, nothing is moved. A checkpoint of a newer format is never
+    passed over (:class:`CheckpointFormatError`). Raises :class:`CheckpointError` when none loads.
+    """
+    folder = Path(folder)
+    first_error: CheckpointError | None = None
+    bad: list[Path] = []
+    for _attempt in range(3):  # a checkpoint pruned by a live run between listing and reading: list again
+        ckpts = list_checkpoints(folder)
+        if not ckpts:
+            raise CheckpointError(f"no checkpoint in {folder}; train the run first (or start it again without --resume)")
+        pruned = False
+        for i in range(len(ckpts) - 1, -1, -1):
+            path = ckpts[i]
+            if path in bad:
+                continue
+            try:
+                tree, meta = load_checkpoint(path, detached=detached)
+            except CheckpointFormatError:
+                raise
+            except CheckpointError as e:
+                if not path.exists():
+                    pruned = True
+                    break
+                if detached:
+                    try:
+                        tree, meta = load_checkpoint(path, detached=False)
+                    except CheckpointError:
+                        pass
+                    else:
+                        warnings.warn(f"{str(e).split('; ')[0]}; loading {path.name} without its replay, which "
+                                      "refills as the actors run", ShoalWarning, stacklevel=2)
+                        return path, tree, meta
+                first_error = first_error or e
+                bad.append(path)
+                nxt = f"falling back to {ckpts[i - 1].name}" if i > 0 else "no earlier checkpoint is left"
+                warnings.warn(f"{str(e).split('; ')[0]}; {nxt}", ShoalWarning, stacklevel=2)
+                continue
+            if quarantine:
+                for b in bad:
+                    dest = quarantine_checkpoint(b)
+                    warnings.warn(f"set {b.name} aside in {dest}", ShoalWarning, stacklevel=2)
+            return path, tree, meta
+        if not pruned:
+            break
+    if first_error is None:
+        raise CheckpointError(f"the checkpoints in {folder} kept disappearing while being read; another process is "
+                              "pruning them (a run still training there?): try again once it ends")
+    raise CheckpointError(f"no usable checkpoint in {folder}: every one is corrupt or incomplete "
+                          f"(newest: {str(first_error).split('; ')[0]}); start a new run with another --run-dir") from None

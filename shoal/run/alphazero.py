@@ -18,11 +18,19 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from shoal.backends import make_backend
+from shoal.config import load_yaml_file
 from shoal.core.seeding import derive_seed
 from shoal.core.threads import set_threads
 from shoal.envs.games import game_name
 from shoal.errors import CheckpointError, ConfigError
-from shoal.io.checkpoint import atomic_write_text, delete_checkpoint, drop_detached, list_checkpoints, load_checkpoint, save_checkpoint
+from shoal.io.checkpoint import (
+    atomic_write_text,
+    delete_checkpoint,
+    drop_detached,
+    list_checkpoints,
+    load_newest_checkpoint,
+    save_checkpoint,
+)
 from shoal.run.metrics import MetricsLogger
 from shoal.run.progress import ProgressLine
 from shoal.run.resolve import ResolvedConfig
@@ -105,14 +113,13 @@ def _loop(resolved: ResolvedConfig, ctx: Any, program: Any, run_dir: Path, resum
     env_steps, games, wall_offset = 0, 0, 0.0
     try:
         if resuming:
-            ckpts = list_checkpoints(ckpt_dir)
-            if not ckpts:
+            if not list_checkpoints(ckpt_dir):
                 raise CheckpointError(f"no checkpoint in {ckpt_dir}; start the run again without --resume")
-            tree, _ = load_checkpoint(ckpts[-1])
+            newest, tree, _ = load_newest_checkpoint(ckpt_dir, quarantine=True)
             try:
                 program.load_state(tree["program"])
             except (KeyError, RuntimeError, ValueError) as e:
-                raise CheckpointError(f"checkpoint {ckpts[-1].name} does not fit the run's settings ({type(e).__name__}); "
+                raise CheckpointError(f"checkpoint {newest.name} does not fit the run's settings ({type(e).__name__}); "
                                       "resume without changing network or replay settings, or start a new run") from None
             atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False))
             r = tree["runner"]
@@ -215,15 +222,13 @@ def _loop(resolved: ResolvedConfig, ctx: Any, program: Any, run_dir: Path, resum
 def is_game_run(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds an alphazero run."""
     cfg = Path(run_dir) / "config.yaml"
-    return cfg.exists() and (yaml.safe_load(cfg.read_text()) or {}).get("algo") == "alphazero"
+    return cfg.exists() and load_yaml_file(cfg).get("algo") == "alphazero"
 
 
 def evaluate_game_run(run_dir: Path, games: int, seed: int | None = None) -> dict[str, Any]:
     """The engine of a run's newest checkpoint (at its recorded search size) against the baselines, ``games`` each."""
-    builder, net, doc = load_engine_network(run_dir)
+    builder, net, doc, meta = _load_engine(run_dir)
     agent = builder.config
-    ckpt = list_checkpoints(Path(run_dir) / "checkpoints")[-1]
-    _, meta = load_checkpoint(ckpt, detached=False)
     res = evaluate_engine(builder, net, agent.engine_simulations, games, agent.baseline_simulations,
                           derive_seed(int(doc["run"]["seed"]), "eval") if seed is None else seed)
     res["env_steps"] = int(meta.get("env_steps", 0))
@@ -232,13 +237,19 @@ def evaluate_game_run(run_dir: Path, games: int, seed: int | None = None) -> dic
 
 def load_engine_network(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     """``(builder, network, config)`` of a trained run's newest checkpoint (the network self-play used last)."""
+    builder, net, doc, _ = _load_engine(run_dir)
+    return builder, net, doc
+
+
+def _load_engine(run_dir: Path) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """As :func:`load_engine_network`, plus the checkpoint's metadata (from the same checkpoint read)."""
     from shoal.config import build
     from shoal.topologies.alphazero import GameContext
 
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.exists():
         raise CheckpointError(f"{str(run_dir)!r} holds no run (no config.yaml); pass the --run-dir of an alphazero run")
-    doc = yaml.safe_load(cfg_path.read_text())
+    doc = load_yaml_file(cfg_path)
     if doc.get("algo") != "alphazero":
         raise ConfigError(f"{run_dir} holds a {doc.get('algo')!r} run; `shoal play` needs an alphazero run")
     from shoal.agents.alphazero.config import AlphaZeroConfig
@@ -246,11 +257,10 @@ def load_engine_network(run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     build(AlphaZeroConfig, doc["agent"])
     ctx = GameContext(doc["agent"], doc["env"], int(doc["run"]["seed"]))
     net = ctx.initial_network()
-    ckpts = list_checkpoints(Path(run_dir) / "checkpoints")
-    if not ckpts:
+    if not list_checkpoints(Path(run_dir) / "checkpoints"):
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}; train the run first")
-    tree, _ = load_checkpoint(ckpts[-1], detached=False)
+    _, tree, meta = load_newest_checkpoint(Path(run_dir) / "checkpoints", detached=False)
     learner = tree["program"]["learner"]
     gated = bool(doc["agent"].get("gate"))
     net.load_state_dict(learner["best"] if gated else learner["net"])
-    return ctx.builder(), net, doc
+    return ctx.builder(), net, doc, meta

@@ -1,4 +1,9 @@
-"""Metrics: ``metrics.csv`` plus TensorBoard events (written from a background thread)."""
+"""Metrics: ``metrics.csv`` plus TensorBoard events (written from a background thread), and trackers (W&B).
+
+Videos go to TensorBoard as animated GIFs in its Images tab (what ``SummaryWriter.add_video``
+writes; that method itself needs ``moviepy.editor``, which moviepy 2 removed, so the GIF is
+encoded here with imageio), at a reduced size; trackers get the mp4 itself.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 BASE_COLUMNS = ["env_steps", "wall_time_s", "episode_return_mean", "episode_length_mean", "episodes", "sps", "eval_return_mean"]
 
 
@@ -18,7 +25,8 @@ class _TensorBoardThread(threading.Thread):
     def __init__(self, log_dir: Path) -> None:
         super().__init__(daemon=True, name="shoal-tensorboard")
         self.log_dir = log_dir
-        self.q: queue.Queue[tuple[int, dict[str, float]] | None] = queue.Queue()
+        # (step, scalars) or (step, (tag, frames [T, H, W, C] uint8, fps)) for a video; None ends the thread.
+        self.q: queue.Queue[tuple[int, Any] | None] = queue.Queue()
         self.error: str | None = None
 
     def run(self) -> None:
@@ -36,15 +44,38 @@ class _TensorBoardThread(threading.Thread):
             if item is None:
                 break
             step, values = item
+            if isinstance(values, tuple):
+                try:
+                    writer._get_file_writer().add_summary(video_summary(*values), step)
+                except Exception as e:  # a video that cannot be encoded must not stop the metrics
+                    self.error = f"video at step {step}: {e}"
+                continue
             for k, v in values.items():
                 writer.add_scalar(k, v, step)
         writer.close()
 
 
+def preview_frames(frames: np.ndarray, longest_side: int = 240) -> np.ndarray:
+    """Frames ``[T, H, W, C]`` subsampled by a whole stride so that their longest side is at most ``longest_side``."""
+    stride = max(1, math.ceil(max(frames.shape[1], frames.shape[2]) / longest_side))
+    return np.ascontiguousarray(frames[:, ::stride, ::stride])
+
+
+def video_summary(tag: str, frames: np.ndarray, fps: int) -> Any:
+    """A TensorBoard image summary holding ``frames [T, H, W, C]`` (uint8) as an animated GIF, as add_video writes."""
+    import imageio.v3 as iio
+    from torch.utils.tensorboard.summary import Summary
+
+    _, h, w, c = frames.shape
+    gif = iio.imwrite("<bytes>", frames, extension=".gif", duration=1000.0 / max(1, fps), loop=0)
+    image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
+
+
 class MetricsLogger:
     """Appends one CSV row and one set of TensorBoard scalars per logged iteration."""
 
-    def __init__(self, run_dir: Path, resume: bool = False, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, resume: bool = False, tensorboard: bool = True, trackers: list[Any] | None = None) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self.columns: list[str] | None = None
         if resume and self.path.exists():
@@ -57,6 +88,7 @@ class MetricsLogger:
         self.tb = _TensorBoardThread(Path(run_dir) / "tb") if tensorboard else None
         if self.tb:
             self.tb.start()
+        self.trackers = list(trackers or [])
 
     def truncate_after(self, env_steps: int) -> None:
         """Drop rows logged after ``env_steps`` (a resumed run re-does them)."""
@@ -110,14 +142,27 @@ class MetricsLogger:
         row = {k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in values.items()}
         self.writer.writerow(row)
         self.file.flush()
-        if self.tb:
+        if self.tb or self.trackers:
             step = int(values["env_steps"])
             scalars = {k: float(v) for k, v in values.items()
                        if k != "env_steps" and isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
-            self.tb.q.put((step, scalars))
+            if self.tb:
+                self.tb.q.put((step, scalars))
+            for t in self.trackers:
+                t.log(step, scalars)
+
+    def log_video(self, step: int, tag: str, path: Path, fps: int, frames: np.ndarray | None = None) -> None:
+        """A video recorded at env step ``step``: its frames to TensorBoard (reduced), its mp4 to the trackers."""
+        if self.tb and frames is not None:
+            self.tb.q.put((step, (tag, preview_frames(frames), fps)))
+        for t in self.trackers:
+            t.log_video(step, tag, path, fps)
 
     def close(self) -> None:
         self.file.close()
         if self.tb:
             self.tb.q.put(None)
             self.tb.join(timeout=30)
+        trackers, self.trackers = self.trackers, []
+        for t in trackers:
+            t.close()

@@ -28,11 +28,11 @@ def read_metrics(run_dir: Path) -> dict[str, list[float]]:
 
 
 def _label(run_dir: Path) -> str:
-    import yaml
+    from shoal.config import load_yaml_file
 
     cfg = Path(run_dir) / "config.yaml"
     if cfg.exists():
-        c = yaml.safe_load(cfg.read_text())
+        c = load_yaml_file(cfg)
         return f"{c['algo']} {c['env']} s{c['run']['seed']} ({Path(run_dir).name})"
     return Path(run_dir).name
 

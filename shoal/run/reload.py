@@ -5,27 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from shoal.agents import registry
-from shoal.config import build
+from shoal.config import build, load_yaml_file
 from shoal.core.seeding import derive_seed
 from shoal.envs.make import env_spec
 from shoal.errors import CheckpointError
-from shoal.io.checkpoint import list_checkpoints, load_checkpoint
+from shoal.io.checkpoint import list_checkpoints, load_newest_checkpoint
 from shoal.run.evaluate import evaluate, evaluation_env_id
 
 
 def load_policy(run_dir: Path) -> tuple[Any, dict[str, Any], int]:
     """The deterministic policy of a run's last checkpoint, its config and the checkpoint's env steps."""
+    builder, net, cfg, steps = load_agent(run_dir)
+    return builder.make_policy(net, evaluation=True), cfg, steps
+
+
+def load_agent(run_dir: Path) -> tuple[Any, Any, dict[str, Any], int]:
+    """``(builder, networks)`` of a run's last checkpoint, its config and the checkpoint's env steps."""
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.exists():
         raise CheckpointError(f"{run_dir} has no config.yaml; pass a run directory written by `shoal train`")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    ckpts = list_checkpoints(run_dir / "checkpoints")
-    if not ckpts:
+    cfg = load_yaml_file(cfg_path)
+    if not list_checkpoints(run_dir / "checkpoints"):
         raise CheckpointError(f"{run_dir} has no checkpoint; train it first (or resume it)")
-    tree, meta = load_checkpoint(ckpts[-1], detached=False)  # the networks only: skip reading the replay
+    # The networks only: skip reading the replay. A corrupt newest checkpoint falls back, with a warning.
+    newest, tree, meta = load_newest_checkpoint(run_dir / "checkpoints", detached=False)
     spec = registry.get(cfg["algo"])
     agent_cfg = build(spec.config_cls(), cfg["agent"])
     builder = spec.builder_cls()(agent_cfg, env_spec(cfg["env"]), total_steps=cfg["run"]["steps"], seed=cfg["run"]["seed"])
@@ -33,9 +37,9 @@ def load_policy(run_dir: Path) -> tuple[Any, dict[str, Any], int]:
     try:
         net.load_state_dict(tree["program"]["learner"]["networks"])
     except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {ckpts[-1]} does not match the run's networks ({type(e).__name__}); "
+        raise CheckpointError(f"checkpoint {newest} does not match the run's networks ({type(e).__name__}); "
                               "was config.yaml edited?") from None
-    return builder.make_policy(net, evaluation=True), cfg, int(meta.get("env_steps", 0))
+    return builder, net, cfg, int(meta.get("env_steps", 0))
 
 
 def evaluate_run(run_dir: Path, episodes: int = 20, seed: int | None = None) -> dict[str, Any]:

@@ -26,7 +26,9 @@ FIXED_ON_RESUME: dict[str, tuple[str, ...]] = {
     "run": ("seed", "topology", "num_actors", "num_learners", "vector"),
     "agent": ("hidden", "head_hidden", "activation", "dueling", "shared_torso", "num_critics", "baseline", "autotune",
               "optimizer", "normalize_obs", "normalize_reward", "num_envs", "rollout_length", "episodes_per_update",
-              "buffer_size", "prioritized", "frame_storage", "checkpoint_replay", "n_step", "exploration", "noise"),
+              "buffer_size", "prioritized", "frame_storage", "checkpoint_replay", "n_step", "exploration", "noise",
+              "encoder", "lstm_hidden", "burn_in", "trace_length", "sequence_period", "recurrent", "lstm_layers",
+              "critic_lstm"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import shutil
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -23,20 +24,22 @@ from shoal.core.seeding import derive_seed
 from shoal.core.threads import set_threads
 from shoal.envs.ids import bare_env_id, env_module_source
 from shoal.envs.make import check_env_id, env_id_of, env_spec
-from shoal.errors import CheckpointError, ConfigError
+from shoal.errors import CheckpointError, ConfigError, ShoalWarning
 from shoal.io.checkpoint import (
     atomic_write_text,
     delete_checkpoint,
     detached_dropped,
     drop_detached,
     list_checkpoints,
-    load_checkpoint,
+    load_newest_checkpoint,
     save_checkpoint,
 )
 from shoal.run.evaluate import evaluate, evaluation_env_id
 from shoal.run.metrics import MetricsLogger
 from shoal.run.progress import ProgressLine
 from shoal.run.resolve import ResolvedConfig, resolve
+from shoal.run.tracking import make_tracker
+from shoal.run.video import check_video_env, record_video
 from shoal.topologies import get_topology, misfit, multi_learner
 from shoal.topologies.nodes import NodeContext
 
@@ -78,7 +81,8 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
           num_learners: int | None = None,
           topology: str | None = None, config: str | Path | None = None, overrides: dict[str, Any] | None = None,
           resume: str | Path | None = None,
-          ray_address: str | None = None, quiet: bool = True, tensorboard: bool = True) -> Run:
+          ray_address: str | None = None, quiet: bool = True, tensorboard: bool = True,
+          on_eval: Callable[[int, float], bool] | None = None) -> Run:
     """Train ``algo`` on ``env`` and evaluate it; everything lands in a run directory.
 
     ``overrides`` are ``key: value`` pairs for run or algorithm settings. With
@@ -86,7 +90,10 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
     except those given again (``steps``, ``lr``, ...; the ones that shape the checkpointed
     state, listed in :data:`shoal.run.resolve.FIXED_ON_RESUME`, are refused). ``env`` may be
     a Gymnasium id, ``"module:EnvId"`` (the module is imported first, in every process) or a
-    callable. Unless ``quiet``, one line says which per-env defaults were applied.
+    callable. Unless ``quiet``, one line says which per-env defaults were applied. A ``config``
+    file's ``algo:`` and ``env:`` keys stand in for ``algo`` and ``env`` when those are not given.
+    ``on_eval(env_steps, mean_return)`` is called after each periodic evaluation (``eval_every``);
+    returning True ends the run there as if its budget were spent (checkpoint, final evaluation).
     """
     overrides = dict(overrides or {})
     cli_run = {"steps": steps, "seed": seed, "backend": backend, "num_actors": num_actors, "num_learners": num_learners,
@@ -98,7 +105,9 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
         cfg_path = rdir / "config.yaml"
         if not cfg_path.exists():
             raise CheckpointError(f"cannot resume {str(rdir)!r}: it has no config.yaml; pass the directory of an earlier run")
-        base = yaml.safe_load(cfg_path.read_text())
+        from shoal.config import load_yaml_file
+
+        base = load_yaml_file(cfg_path)
         if algo and algo != base["algo"]:
             raise ConfigError(f"--resume {rdir} holds a {base['algo']!r} run, not {algo!r}; drop the algorithm or pick another directory")
         if env is not None and env_id_of(env) != base["env"]:
@@ -109,6 +118,12 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
         algo = base["algo"]
         env = base["env"] if env is None else env  # a factory (Python API) is passed again; an id is read back
         run_dir = rdir
+    if config is not None and resume is None and (not algo or env is None):
+        from shoal.config import load_yaml_file
+
+        named = load_yaml_file(config)  # e.g. the best.yaml of `shoal tune`, which names both
+        algo = algo or named.get("algo")
+        env = named.get("env") if env is None else env
     if not algo:
         raise ConfigError("no algorithm given; e.g. shoal train ppo --env CartPole-v1")
     if env is None:
@@ -142,7 +157,8 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
     ckpt_dir = run_dir / "checkpoints"
 
     try:
-        return _train(resolved, spec, run_dir, ckpt_dir, resume is not None, quiet, tensorboard)
+        with _run_dir_lock(run_dir):
+            return _train(resolved, spec, run_dir, ckpt_dir, resume is not None, quiet, tensorboard, on_eval)
     except BaseException:
         # Leave nothing that --resume would trip on: a run that never checkpointed is removed.
         if created and not list_checkpoints(ckpt_dir):
@@ -151,7 +167,7 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
 
 
 def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, resuming: bool,
-           quiet: bool, tensorboard: bool) -> Run:
+           quiet: bool, tensorboard: bool, on_eval: Callable[[int, float], bool] | None = None) -> Run:
     run = resolved.run
     set_threads(run.torch_threads)
     # A ``module:EnvId`` env whose module is local code travels to Ray workers with them.
@@ -191,20 +207,24 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     recent: deque[float] = deque(maxlen=100)
     recent_len: deque[int] = deque(maxlen=100)
     if resuming:
-        ckpts = list_checkpoints(ckpt_dir)
-        if not ckpts:
+        if not list_checkpoints(ckpt_dir):
             raise CheckpointError(f"no checkpoint in {ckpt_dir}; the run ended before its first checkpoint, "
                                   "start it again without --resume")
-        tree, _ = load_checkpoint(ckpts[-1])
-        if detached_dropped(ckpts[-1]):
-            warnings.warn(f"checkpoint {ckpts[-1].name} holds no replay (only the newest checkpoint keeps it), so the "
-                          "run continues with empty replay tables that refill as the actors run", stacklevel=2)
+        try:
+            _clear_unfinished_writes(ckpt_dir)
+            newest, tree, _ = load_newest_checkpoint(ckpt_dir, quarantine=True)
+        except BaseException:
+            program.close()
+            raise
+        if detached_dropped(newest):
+            warnings.warn(f"checkpoint {newest.name} holds no replay (only the newest checkpoint keeps it), so the "
+                          "run continues with empty replay tables that refill as the actors run", ShoalWarning, stacklevel=2)
         try:
             program.load_state(tree["program"])
         except (KeyError, RuntimeError, ValueError, IndexError) as e:
             # FIXED_ON_RESUME refuses the known culprits; this catches any other setting that reshaped the state.
             program.close()
-            raise CheckpointError(f"checkpoint {ckpts[-1].name} does not fit the run's settings ({type(e).__name__}: "
+            raise CheckpointError(f"checkpoint {newest.name} does not fit the run's settings ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:200] if str(e) else 'mismatch'}); resume without changing "
                                   "settings that shape the networks or buffers, or start a new run") from None
         if resolved.to_yaml_dict() != yaml.safe_load((run_dir / "config.yaml").read_text()):
@@ -215,7 +235,12 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
         recent.extend(r["recent_returns"])
         recent_len.extend(r["recent_lengths"])
     atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
-    logger = MetricsLogger(run_dir, resume=resuming, tensorboard=tensorboard)
+    try:
+        tracker = make_tracker(run.track, run_dir, resolved.to_yaml_dict(), run.wandb_project, run.wandb_entity, resuming)
+    except BaseException:
+        program.close()
+        raise
+    logger = MetricsLogger(run_dir, resume=resuming, tensorboard=tensorboard, trackers=[tracker] if tracker else [])
     if resuming:
         logger.truncate_after(env_steps)
     every = run.checkpoint_every or max(1, run.steps // 10)
@@ -229,6 +254,23 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     bounds = None if spec.discrete else (spec.action_low, spec.action_high)
     next_eval = (env_steps // run.eval_every + 1) * run.eval_every if run.eval_every else None
     last_eval: dict[str, Any] | None = None
+    video_every = run.video_every if run.capture_video else 0
+    next_video = (env_steps // video_every + 1) * video_every if video_every else None
+    last_video = -1
+    if run.capture_video:
+        try:
+            check_video_env(eval_env)  # fail now, not after the first video_every steps of training
+        except BaseException:
+            logger.close()
+            program.close()
+            raise
+
+    def record(step: int) -> None:
+        nonlocal last_video
+        video = record_video(program.eval_policy(), eval_env, run_dir / "videos" / f"step-{step:012d}.mp4", 1, eval_seed,
+                             run.video_max_frames, bounds, keep_frames=True)
+        logger.log_video(step, "eval/video", video.path, video.fps, video.images)
+        last_video = step
 
     def run_eval() -> dict[str, Any]:
         res = evaluate(program.eval_policy(), eval_env, run.eval_episodes or 20, eval_seed, bounds, run.eval_max_steps)
@@ -239,16 +281,36 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     history: list[dict[str, float]] = []
     start = time.perf_counter()
 
+    checkpoint_failures = 0
+
     def save(step: int) -> None:
         tree = {"program": program.state(),
                 "runner": {"env_steps": env_steps, "episodes": episodes, "wall_time_s": wall_offset + time.perf_counter() - start,
                            "recent_returns": list(recent), "recent_lengths": list(recent_len)}}
-        save_checkpoint(ckpt_dir / f"ckpt-{step:012d}", tree, meta={"env_steps": step, "algo": resolved.algo, "env": resolved.env_id})
-        ckpts = list_checkpoints(ckpt_dir)
-        for old in ckpts[:-run.keep_checkpoints]:
-            delete_checkpoint(old)
-        for old in ckpts[-run.keep_checkpoints:-1]:  # replay is large: only the newest checkpoint keeps it
-            drop_detached(old)
+        name = f"ckpt-{step:012d}"
+        try:
+            save_checkpoint(ckpt_dir / name, tree, meta={"env_steps": step, "algo": resolved.algo, "env": resolved.env_id})
+        except OSError as e:
+            why = e.strerror or type(e).__name__
+            if run.on_checkpoint_error == "stop":
+                earlier = list_checkpoints(ckpt_dir)
+                kept = (f"{earlier[-1].name} is intact: free space and continue with `shoal train --resume {run_dir}`"
+                        if earlier else "no earlier checkpoint exists: free space and start the run again")
+                raise CheckpointError(f"could not write checkpoint {name} in {ckpt_dir} ({why}); {kept}") from None
+            warnings.warn(f"could not write checkpoint {name} ({why}); training goes on and tries again at the next "
+                          "checkpoint (on_checkpoint_error=continue)", ShoalWarning, stacklevel=2)
+            nonlocal checkpoint_failures
+            checkpoint_failures += 1
+            return
+        try:  # pruning is housekeeping: on a full disk or beside a damaged older checkpoint, it waits for the next save
+            ckpts = list_checkpoints(ckpt_dir)
+            for old in ckpts[:-run.keep_checkpoints]:
+                delete_checkpoint(old)
+            for old in ckpts[-run.keep_checkpoints:-1]:  # replay is large: only the newest checkpoint keeps it
+                drop_detached(old)
+        except (OSError, CheckpointError) as e:
+            warnings.warn(f"could not prune older checkpoints in {ckpt_dir} ({e}); they stay until the next checkpoint",
+                          ShoalWarning, stacklevel=2)
 
     try:
         with progress:
@@ -269,6 +331,8 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
                            "episode_length_mean": sum(recent_len) / len(recent_len) if recent_len else float("nan"),
                            "episodes": episodes, "sps": window_steps / max(now - window_start, 1e-9),
                            **{k: v / metric_counts[k] for k, v in metric_sums.items()}}
+                    if run.on_checkpoint_error == "continue":  # a column from the first row: widening the
+                        row["checkpoint_failures"] = checkpoint_failures  # CSV later would need disk space
                     logger.log(row)
                     history.append(row)
                     progress.update(env_steps, row)
@@ -284,10 +348,17 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
                     history.append(erow)
                     if run.target_return is not None and last_eval["mean_return"] >= run.target_return:
                         break
+                    if on_eval is not None and on_eval(env_steps, float(last_eval["mean_return"])):
+                        break
+                if next_video is not None and env_steps >= next_video:
+                    next_video = (env_steps // video_every + 1) * video_every
+                    record(env_steps)
                 if env_steps >= next_ckpt and env_steps < run.steps:
                     save(env_steps)
                     next_ckpt = (env_steps // every + 1) * every
             save(env_steps)
+            if run.capture_video and last_video != env_steps:
+                record(env_steps)  # the final policy's
         result = None
         if run.eval_episodes > 0:
             # The policy has not changed since an evaluation at this very step: reuse it.
@@ -297,6 +368,34 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     finally:
         logger.close()
         program.close()
+
+
+@contextlib.contextmanager
+def _run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` while training there: a second trainer (a ``--resume`` while the run is alive) is refused."""
+    import fcntl
+
+    f = open(run_dir / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"run directory {str(run_dir)!r} is in use by another shoal process still training there; "
+                              "wait for it to end (or stop it) before resuming") from None
+        yield
+    finally:
+        f.close()
+
+
+def _clear_unfinished_writes(ckpt_dir: Path) -> None:
+    """Delete what a process killed inside a checkpoint write left: temp files, and tensor files no JSON names."""
+    for stale in ckpt_dir.glob(".ckpt-*.tmp"):
+        stale.unlink(missing_ok=True)
+    named = {p.with_suffix(".safetensors").name for p in list_checkpoints(ckpt_dir)}
+    for weights in ckpt_dir.glob("ckpt-*.safetensors"):
+        base = weights.name.replace(".detached.safetensors", ".safetensors")
+        if base not in named:
+            weights.unlink(missing_ok=True)
 
 
 def _plain(cfg: Any) -> dict[str, Any]:

@@ -189,7 +189,7 @@ class ApexProgram(AsyncProgram):
         # and a round of their inserts (twice that: an episode end flushes n-step items too), so
         # neither waits in steady state and the cooperative round (all actors, then the learner
         # drains) always fits.
-        slack = s.ratio_tolerance * max(call, n * chunk_items * spi)
+        slack = s.ratio_tolerance * max(call, n * chunk_items * b.items_per_env_step * spi)
         offset = spi * min_size
         self.rate_band = (offset, offset + 2 * slack + 1)
         self.samples_per_insert, self.min_size = spi, min_size

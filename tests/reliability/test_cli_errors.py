@@ -67,13 +67,19 @@ def test_corrupt_checkpoint_on_eval_and_resume(tmp_path):
               "checkpoint_every=1024", "eval_episodes=2", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     ckpts = sorted((tmp_path / "run" / "checkpoints").glob("*.safetensors"))
-    data = bytearray(ckpts[-1].read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    ckpts[-1].write_bytes(bytes(data))
+    assert len(ckpts) == 2
+    for ckpt in ckpts:  # every checkpoint corrupt: nothing to fall back to
+        data = bytearray(ckpt.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        ckpt.write_bytes(bytes(data))
     for args in (["eval", "run"], ["train", "--resume", "run"]):
         p = shoal(*args, cwd=tmp_path)
-        assert p.returncode == 2 and "corrupt" in p.stderr and "Traceback" not in p.stderr, p.stderr
-        assert len(p.stderr.strip().splitlines()) == 1
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        *warned, error = p.stderr.strip().splitlines()
+        assert error.startswith("shoal: error: no usable checkpoint") and "corrupt" in error, p.stderr
+        # one warning line per checkpoint passed over, naming it
+        assert len(warned) == 2 and all(w.startswith("shoal: warning:") for w in warned), p.stderr
+        assert ckpts[1].name in warned[0] and ckpts[0].name in warned[1]
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path):

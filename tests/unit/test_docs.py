@@ -63,7 +63,7 @@ def test_documented_shoal_commands_parse_and_resolve(argv):
         a = parse_args(argv)
     except SystemExit as e:
         pytest.fail(f"`shoal {' '.join(argv)}` does not parse (exit {e.code})")
-    if a.cmd == "train" and not a.resume:
+    if a.cmd == "train" and not a.resume and a.algo:  # without one, --config names the algorithm (a best.yaml)
         from shoal.envs.games import is_game
 
         if not is_game(a.env):  # board games are not Gymnasium ids; alphazero's builder checks them

@@ -1,4 +1,4 @@
-"""The builder of DDPG, TD3, SAC and Ape-X DPG: everything they are, nothing about where they run.
+"""The builder of DDPG, TD3, SAC, D4PG and their Ape-X forms: everything they are, nothing about where they run.
 
 On the ``local`` topology the actors hand their n-step transitions over every iteration;
 the learner node inserts them into the replay table from :meth:`make_tables` (priorities
@@ -13,8 +13,8 @@ import math
 from torch import nn
 
 from shoal.agents.continuous.actor import ContinuousActor, ContinuousPolicy
-from shoal.agents.continuous.config import DDPGConfig, OffPolicyConfig, SACConfig
-from shoal.agents.continuous.learner import DPGLearner, OffPolicyLearner, SACLearner
+from shoal.agents.continuous.config import D4PGConfig, DDPGConfig, OffPolicyConfig, SACConfig
+from shoal.agents.continuous.learner import D4PGLearner, DPGLearner, OffPolicyLearner, SACLearner
 from shoal.agents.continuous.networks import ContinuousNetworks, check_spec
 from shoal.core.interfaces import Builder, Policy, Table
 from shoal.core.schedules import per_actor_exponent
@@ -22,10 +22,11 @@ from shoal.core.seeding import derive_seed
 from shoal.core.types import EnvSpec
 from shoal.data import NStepTransitionAdder, ReplayTable
 from shoal.errors import ConfigError
+from shoal.returns.categorical import categorical_support
 
 
 class ContinuousBuilder(Builder):
-    """Builds DDPG/TD3 (a :class:`DDPGConfig`) or SAC (a :class:`SACConfig`) pieces."""
+    """Builds DDPG/TD3 (a :class:`DDPGConfig`), D4PG (a :class:`D4PGConfig`) or SAC (a :class:`SACConfig`) pieces."""
 
     config: OffPolicyConfig
 
@@ -33,7 +34,7 @@ class ContinuousBuilder(Builder):
                  device: str = "cpu") -> None:
         super().__init__(config, env_spec, total_steps, seed, device)
         if not isinstance(config, (DDPGConfig, SACConfig)):
-            raise ConfigError(f"ContinuousBuilder needs a DDPGConfig, TD3Config or SACConfig, "
+            raise ConfigError(f"ContinuousBuilder needs a DDPGConfig, TD3Config, D4PGConfig or SACConfig, "
                               f"got {type(config).__name__}")
         check_spec(env_spec)
 
@@ -68,8 +69,9 @@ class ContinuousBuilder(Builder):
     def make_networks(self) -> ContinuousNetworks:
         c = self.config
         num_critics = c.num_critics  # type: ignore[attr-defined]  # DDPGConfig and SACConfig both have it
+        support = categorical_support(c.v_min, c.v_max, c.num_atoms) if isinstance(c, D4PGConfig) else None
         return ContinuousNetworks(self.env_spec, c.hidden, c.activation, num_critics, self.stochastic,
-                                  c.normalize_obs, getattr(c, "alpha", 1.0))
+                                  c.normalize_obs, getattr(c, "alpha", 1.0), support)
 
     def make_tables(self) -> dict[str, Table]:
         c = self.config
@@ -104,6 +106,6 @@ class ContinuousBuilder(Builder):
     def make_learner(self, networks: nn.Module, tables: dict[str, Table]) -> OffPolicyLearner:
         assert isinstance(networks, ContinuousNetworks)
         table = next(iter(tables.values()))  # the local replay table, or the Ape-X learner's batch feed
-        cls = SACLearner if self.stochastic else DPGLearner
+        cls = SACLearner if self.stochastic else D4PGLearner if isinstance(self.config, D4PGConfig) else DPGLearner
         seed = derive_seed(self.seed, "learner")
         return cls(networks, self.config, table, self.total_steps, seed, self.device)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Hyperparameters of the continuous-control family: DDPG, TD3 and SAC.
+"""Hyperparameters of the continuous-control family: DDPG, TD3, SAC and D4PG.
 
 Actions: every network works in ``[-1, 1]`` per action dimension; the actor rescales to
 the env's bounds just before stepping, and replay stores the ``[-1, 1]`` action. Noise
@@ -141,6 +141,49 @@ class ApexDDPGConfig(DDPGConfig):
 
     n_step: int = 3
     prioritized: bool = True
+    actor_priorities: bool = True
+    noise_sigma: float = 0.3
+    actor_noise_alpha: float = 1.5
+
+
+@dataclass
+class D4PGConfig(DDPGConfig):
+    """D4PG (Barth-Maron et al. 2018): DDPG with a categorical distributional critic on n-step,
+    prioritized replay; the policy climbs the mean of the critic's distribution.
+
+    The critic's atoms should cover the discounted returns the env can produce: with rewards
+    in ``[r_min, r_max]`` every return lies in ``[r_min, r_max] / (1 - gamma)``. Targets outside
+    ``[v_min, v_max]`` are clipped onto the end atoms.
+    """
+
+    n_step: int = 5
+    prioritized: bool = True
+    noise_sigma: float = 0.3
+    num_atoms: int = 51
+    """Atoms of the critic's categorical distribution, evenly spaced on [v_min, v_max]."""
+    v_min: float = -150.0
+    """Lowest atom: the smallest return the critic can represent."""
+    v_max: float = 150.0
+    """Highest atom: the largest return the critic can represent."""
+    target_update_period: int = 0
+    """Copy the online networks into the targets every this many policy updates (Acme: 100); 0: Polyak with tau."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.num_atoms >= 2, f"num_atoms must be >= 2, got {self.num_atoms}; 51 as in C51 and D4PG")
+        require(self.v_max > self.v_min, f"v_max must be > v_min, got v_min={self.v_min}, v_max={self.v_max}; "
+                "choose a range covering the env's discounted returns")
+        require(self.num_critics == 1, f"D4PG has one distributional critic, got num_critics={self.num_critics}; "
+                "set num_critics=1")
+        require(self.target_update_period >= 0,
+                f"target_update_period must be >= 0 (0 = Polyak with tau), got {self.target_update_period}")
+
+
+@dataclass
+class ApexD4PGConfig(D4PGConfig):
+    """D4PG on the Ape-X topology: many actors, each with its own noise scale, computing their items'
+    initial priorities (cross-entropies) for the one prioritized replay."""
+
     actor_priorities: bool = True
     noise_sigma: float = 0.3
     actor_noise_alpha: float = 1.5

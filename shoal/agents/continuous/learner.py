@@ -1,4 +1,4 @@
-"""Learners of DDPG, TD3 and SAC: sample replay, one backward pass, flat Adam steps, Polyak.
+"""Learners of DDPG, TD3, SAC and D4PG: sample replay, one backward pass, flat Adam steps, target updates.
 
 Each gradient step computes the critic loss and (on policy steps) the policy loss and
 SAC's temperature loss, then runs a single backward pass over their sum. The policy loss
@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from shoal.agents.continuous.config import DDPGConfig, OffPolicyConfig, SACConfig
+from shoal.agents.continuous.config import D4PGConfig, DDPGConfig, OffPolicyConfig, SACConfig
 from shoal.agents.continuous.distributions import tanh_gaussian_sample
 from shoal.agents.continuous.loss import (
+    categorical_critic_loss,
     critic_loss,
     default_target_entropy,
     dpg_actor_loss,
@@ -35,12 +36,13 @@ from shoal.agents.continuous.loss import (
 )
 from shoal.agents.continuous.networks import ContinuousNetworks
 from shoal.agents.continuous.sac_fused import FusedSACStep, supports
-from shoal.agents.continuous.targets import dpg_next_value, sac_next_value
+from shoal.agents.continuous.targets import d4pg_target_probs, dpg_next_value, sac_next_value
 from shoal.core.device import randn, to_device
 from shoal.core.interfaces import Learner, Table
 from shoal.core.schedules import LinearSchedule
 from shoal.data import importance_weights
 from shoal.nets.optim import Adam, FlatParams, clip_grad_norm_, load_optimizer_state, optimizer_state, polyak_update_
+from shoal.returns.categorical import categorical_mean
 
 FIELDS = ("obs", "action", "reward", "discount", "next_obs")
 
@@ -108,6 +110,7 @@ class OffPolicyLearner(Learner):
 
     def _update(self, batch: dict[str, torch.Tensor], weights: torch.Tensor | None
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One update: ``(metrics, errors [k, B])``; an item's new priority is ``mean_k |errors| + eps``."""
         raise NotImplementedError
 
     def _clip(self, flat: FlatParams) -> None:
@@ -130,25 +133,43 @@ class OffPolicyLearner(Learner):
 
 
 class DPGLearner(OffPolicyLearner):
-    """DDPG and TD3: ``num_critics``, ``policy_delay`` and ``target_noise`` select the variant."""
+    """DDPG and TD3: ``num_critics``, ``policy_delay`` and ``target_noise`` select the variant.
+
+    :meth:`_critic_terms`, :meth:`_policy_value` and :meth:`_update_targets` are what D4PG replaces.
+    """
 
     cfg: DDPGConfig
 
-    def _update(self, batch: dict[str, torch.Tensor], weights: torch.Tensor | None
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _critic_terms(self, obs: torch.Tensor, next_obs: torch.Tensor, batch: dict[str, torch.Tensor],
+                      weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(critic loss, errors [k, B], mean Q)``: squared TD errors to ``r + discount * min_i Q'_i(s', mu'(s'))``."""
         cfg, net = self.cfg, self.net
-        obs, next_obs = net.normalize(batch["obs"]), net.normalize(batch["next_obs"])
         with torch.no_grad():
             y = td_target(batch["reward"], batch["discount"],
                           dpg_next_value(net, next_obs, cfg.target_noise, cfg.target_noise_clip, self.gen))
         q = net.critic(obs, batch["action"])
         loss, td = critic_loss(q, y, weights)
-        metrics = {"loss_critic": loss.detach(), "q": q.detach().mean()}
+        return loss, td, q.detach().mean()
+
+    def _policy_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """``Q(s, mu(s))`` ``[B]`` through detached critic weights: TD3 (and DDPG) follow the first critic."""
+        return self.net.critic(obs, self.net.policy(obs), detach_params=True, members=1)[0]
+
+    def _update_targets(self) -> None:
+        """Polyak-average the target networks towards the online ones (after each policy update)."""
+        polyak_update_(self.critic_target.data, self.critic.data, self.cfg.tau)
+        assert self.policy_target is not None
+        polyak_update_(self.policy_target.data, self.policy.data, self.cfg.tau)
+
+    def _update(self, batch: dict[str, torch.Tensor], weights: torch.Tensor | None
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        cfg, net = self.cfg, self.net
+        obs, next_obs = net.normalize(batch["obs"]), net.normalize(batch["next_obs"])
+        loss, td, q_mean = self._critic_terms(obs, next_obs, batch, weights)
+        metrics = {"loss_critic": loss.detach(), "q": q_mean}
         policy_step = self.steps % cfg.policy_delay == 0
         if policy_step:
-            # TD3 (and DDPG) follow the first critic.
-            q_pi = net.critic(obs, net.policy(obs), detach_params=True, members=1)[0]
-            loss_pi = dpg_actor_loss(q_pi)
+            loss_pi = dpg_actor_loss(self._policy_value(obs))
             loss = loss + loss_pi
             self._policy_metrics = {"loss_actor": loss_pi.detach()}
         metrics.update(self._policy_metrics)
@@ -160,10 +181,57 @@ class DPGLearner(OffPolicyLearner):
         if policy_step:
             self._clip(self.policy)
             self.policy_opt.step()
-            polyak_update_(self.critic_target.data, self.critic.data, cfg.tau)
-            assert self.policy_target is not None
-            polyak_update_(self.policy_target.data, self.policy.data, cfg.tau)
+            self._update_targets()
         return metrics, td
+
+
+class D4PGLearner(DPGLearner):
+    """D4PG: a categorical critic trained by cross-entropy to projected n-step targets; the policy
+    follows the mean of its distribution. Priorities are the per-item cross-entropies."""
+
+    cfg: D4PGConfig
+
+    def __init__(self, net: ContinuousNetworks, cfg: D4PGConfig, table: Table, total_steps: int,
+                 seed: int, device: str = "cpu") -> None:
+        super().__init__(net, cfg, table, total_steps, seed, device)
+        assert net.support is not None, "D4PGLearner needs networks with a distributional critic (a support)"
+        self.support: torch.Tensor = net.support
+        self.policy_updates = 0
+
+    def _critic_terms(self, obs: torch.Tensor, next_obs: torch.Tensor, batch: dict[str, torch.Tensor],
+                      weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(weighted mean cross-entropy, cross-entropies [1, B], mean Q)``."""
+        cfg, net = self.cfg, self.net
+        with torch.no_grad():
+            target = d4pg_target_probs(net, next_obs, batch["reward"], batch["discount"], cfg.target_noise,
+                                       cfg.target_noise_clip, self.gen)
+        logits = net.critic(obs, batch["action"])[0]
+        loss, ce = categorical_critic_loss(logits, target, weights)
+        q_mean = categorical_mean(torch.softmax(logits.detach(), -1), self.support).mean()
+        return loss, ce.unsqueeze(0), q_mean
+
+    def _policy_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """The mean ``sum_j p_j(s, mu(s)) z_j`` of the critic's distribution, through detached weights."""
+        logits = self.net.critic(obs, self.net.policy(obs), detach_params=True, members=1)[0]
+        return categorical_mean(torch.softmax(logits, -1), self.support)
+
+    def _update_targets(self) -> None:
+        """Polyak (``target_update_period=0``), or a full copy every ``target_update_period`` policy updates."""
+        self.policy_updates += 1
+        period = self.cfg.target_update_period
+        if period == 0:
+            super()._update_targets()
+        elif self.policy_updates % period == 0:
+            assert self.policy_target is not None
+            self.critic_target.data.copy_(self.critic.data)
+            self.policy_target.data.copy_(self.policy.data)
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "policy_updates": self.policy_updates}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.policy_updates = int(state["policy_updates"])
 
 
 class SACLearner(OffPolicyLearner):

@@ -1,6 +1,7 @@
-"""Pure target and loss functions of DDPG, TD3 and SAC (tensors in, tensors out).
+"""Pure target and loss functions of DDPG, TD3, SAC and D4PG (tensors in, tensors out).
 
-Shapes: ``B`` transitions, ``k`` critics. Q values of a critic ensemble are ``[k, B]``;
+Shapes: ``B`` transitions, ``k`` critics, ``N`` atoms. Q values of a critic ensemble are ``[k, B]``
+(a distributional critic's logits ``[B, N]``);
 rewards, discounts, log-probabilities and importance weights are ``[B]``. ``discount``
 is what the adder stored: ``gamma**m`` for an m-step window, 0 after termination.
 """
@@ -44,6 +45,19 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor,
     if weights is not None:
         sq = sq * weights
     return 0.5 * sq.mean(-1).sum(), td.detach()
+
+
+def categorical_critic_loss(logits: torch.Tensor, target_probs: torch.Tensor,
+                            weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """D4PG's critic loss ``mean_b w_b CE_b`` and the per-transition cross-entropies ``CE_b`` ``[B]``.
+
+    ``CE_b = -sum_i target_i log softmax(logits)_i`` between the projected target distribution
+    (treated as a constant) and the critic's; ``weights`` are importance weights (None: all 1).
+    The cross-entropies, detached, are also the transitions' new replay priorities.
+    """
+    ce = -(target_probs.detach() * torch.log_softmax(logits, dim=-1)).sum(-1)
+    weighted = ce * weights if weights is not None else ce
+    return weighted.mean(), ce.detach()
 
 
 def dpg_actor_loss(q_pi: torch.Tensor) -> torch.Tensor:

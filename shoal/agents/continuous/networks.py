@@ -1,4 +1,4 @@
-"""Networks of DDPG, TD3 and SAC: policies, a batched critic ensemble, their target copies.
+"""Networks of DDPG, TD3, SAC and D4PG: policies, a batched critic ensemble, their target copies.
 
 The critics of one agent (twin critics for TD3 and SAC) are one module whose layers hold
 stacked weights ``[k, in, out]``: all critics run in one batched matmul per layer
@@ -49,19 +49,24 @@ class EnsembleLinear(nn.Module):
 
 
 class QEnsemble(nn.Module):
-    """``k`` action-value networks ``Q_i(obs, action)`` evaluated together; returns ``[k, B]``."""
+    """``k`` action-value networks ``Q_i(obs, action)`` evaluated together; returns ``[k, B]``.
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], act: str, k: int) -> None:
+    With ``out_dim > 1`` each network returns ``out_dim`` outputs (a distributional critic's
+    logits over its atoms) and the result is ``[k, B, out_dim]``.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], act: str, k: int,
+                 out_dim: int = 1) -> None:
         super().__init__()
-        dims = [obs_dim + act_dim, *hidden, 1]
+        dims = [obs_dim + act_dim, *hidden, out_dim]
         self.layers = nn.ModuleList(EnsembleLinear(k, i, o) for i, o in zip(dims[:-1], dims[1:]))
         self.act = activation(act)()
         self.relu = act == "relu"  # ReLU critics run as one autograd node (fused.py)
-        self.k = k
+        self.k, self.out_dim = k, out_dim
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor, detach_params: bool = False,
                 members: int | None = None) -> torch.Tensor:
-        """Q values ``[k, B]``; ``detach_params`` lets gradients reach only the inputs (for the policy loss)."""
+        """Q values ``[k, B]`` (``[k, B, out_dim]``); ``detach_params`` lets gradients reach only the inputs."""
         x = torch.cat([obs, action], dim=-1)
         if self.relu:
             params: list[torch.Tensor] = []
@@ -72,13 +77,14 @@ class QEnsemble(nn.Module):
                 params = [p[:members] for p in params]
             if detach_params:
                 params = [p.detach() for p in params]
-            return ensemble_relu_mlp(x, params).squeeze(-1)
+            out = ensemble_relu_mlp(x, params)
+            return out.squeeze(-1) if self.out_dim == 1 else out
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x, detach_params, members)
             if i < last:
                 x = self.act(x)
-        return x.squeeze(-1)
+        return x.squeeze(-1) if self.out_dim == 1 else x
 
 
 class _PolicyMLP(nn.Module):
@@ -123,18 +129,22 @@ class TanhGaussianPolicy(_PolicyMLP):
 
 
 class ContinuousNetworks(nn.Module):
-    """Everything DDPG, TD3 or SAC learns: normaliser, policy, critics and target copies.
+    """Everything DDPG, TD3, SAC or D4PG learns: normaliser, policy, critics and target copies.
 
     ``policy_target`` exists for the deterministic agents only, ``log_alpha`` for SAC only.
+    A ``support`` (D4PG's atoms, ``[N]``) makes the critics distributional: they return
+    logits ``[k, B, N]`` over those atoms. The support is a non-persistent buffer: it
+    follows the networks to their device but is rebuilt from the config, not loaded.
     Only the policy, the normaliser and the action scale are needed to act (:attr:`acting_keys`);
     :meth:`load_state_dict` accepts a dict holding exactly those.
     """
 
     action_scale: torch.Tensor
     action_bias: torch.Tensor
+    support: torch.Tensor | None
 
     def __init__(self, spec: EnvSpec, hidden: Sequence[int], act: str, num_critics: int, stochastic: bool,
-                 normalize_obs: bool, alpha: float = 1.0) -> None:
+                 normalize_obs: bool, alpha: float = 1.0, support: torch.Tensor | None = None) -> None:
         super().__init__()
         check_spec(spec)
         obs_dim, act_dim = int(np.prod(spec.obs_shape)), spec.num_actions
@@ -146,7 +156,9 @@ class ContinuousNetworks(nn.Module):
         self.register_buffer("action_bias", (high + low) / 2.0)
         policy_cls = TanhGaussianPolicy if stochastic else DeterministicPolicy
         self.policy = policy_cls(obs_dim, act_dim, hidden, act)
-        self.critic = QEnsemble(obs_dim, act_dim, hidden, act, num_critics)
+        self.register_buffer("support", None if support is None else support.float().clone(), persistent=False)
+        out_dim = 1 if support is None else int(support.shape[0])
+        self.critic = QEnsemble(obs_dim, act_dim, hidden, act, num_critics, out_dim)
         self.critic_target = _frozen_copy(self.critic)
         self.policy_target = None if stochastic else _frozen_copy(self.policy)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha))) if stochastic else None

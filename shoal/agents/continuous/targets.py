@@ -1,7 +1,10 @@
-"""Bootstrap values and TD errors from a :class:`ContinuousNetworks`, shared by learner and actors.
+"""Bootstrap values, TD errors and D4PG's target distributions from a :class:`ContinuousNetworks`,
+shared by learner and actors.
 
 Actors that compute initial priorities (Ape-X) use exactly the learner's target, so an
-item's first priority and its later, learner-computed ones are the same quantity.
+item's first priority and its later, learner-computed ones are the same quantity: the
+absolute TD error for scalar critics, the cross-entropy to the projected target
+distribution for a distributional (D4PG) critic.
 """
 
 from __future__ import annotations
@@ -12,20 +15,43 @@ import numpy as np
 import torch
 
 from shoal.agents.continuous.distributions import tanh_gaussian_sample
-from shoal.agents.continuous.loss import min_over_critics, smooth_target_action, soft_value, td_target
+from shoal.agents.continuous.loss import (
+    categorical_critic_loss,
+    min_over_critics,
+    smooth_target_action,
+    soft_value,
+    td_target,
+)
 from shoal.agents.continuous.networks import ContinuousNetworks
 from shoal.core.device import randn
+from shoal.returns.categorical import categorical_projection
+
+
+def _target_action(net: ContinuousNetworks, next_obs: torch.Tensor, target_noise: float, noise_clip: float,
+                   gen: torch.Generator | None) -> torch.Tensor:
+    """``mu'(s')``, smoothed by clipped noise when ``target_noise > 0`` (TD3)."""
+    assert net.policy_target is not None, "a deterministic agent's network (DDPG/TD3/D4PG) is needed, not SAC's"
+    next_action = net.policy_target(next_obs)
+    if target_noise > 0:
+        noise = randn(next_action.shape, gen, next_action.device) * target_noise
+        next_action = smooth_target_action(next_action, noise, noise_clip)
+    return next_action
 
 
 def dpg_next_value(net: ContinuousNetworks, next_obs: torch.Tensor, target_noise: float, noise_clip: float,
                    gen: torch.Generator | None) -> torch.Tensor:
     """``min_i Q'_i(s', a')`` with ``a' = mu'(s')``, smoothed by clipped noise when ``target_noise > 0`` (TD3)."""
-    assert net.policy_target is not None, "dpg_next_value needs a deterministic agent's network (DDPG/TD3), not SAC's"
-    next_action = net.policy_target(next_obs)
-    if target_noise > 0:
-        noise = randn(next_action.shape, gen, next_action.device) * target_noise
-        next_action = smooth_target_action(next_action, noise, noise_clip)
-    return min_over_critics(net.critic_target(next_obs, next_action))
+    return min_over_critics(net.critic_target(next_obs, _target_action(net, next_obs, target_noise, noise_clip, gen)))
+
+
+def d4pg_target_probs(net: ContinuousNetworks, next_obs: torch.Tensor, reward: torch.Tensor, discount: torch.Tensor,
+                      target_noise: float, noise_clip: float, gen: torch.Generator | None) -> torch.Tensor:
+    """D4PG's target ``[B, N]``: the target critic's distribution at ``(s', mu'(s'))`` moved to
+    ``reward + discount * z`` and projected back onto the support."""
+    assert net.support is not None, "d4pg_target_probs needs a distributional critic (a network with a support)"
+    logits = net.critic_target(next_obs, _target_action(net, next_obs, target_noise, noise_clip, gen))[0]
+    probs = torch.softmax(logits, dim=-1)
+    return categorical_projection(probs, reward.to(probs.dtype), discount.to(probs.dtype), net.support)
 
 
 def sac_next_value(net: ContinuousNetworks, next_obs: torch.Tensor, alpha: torch.Tensor,
@@ -48,10 +74,15 @@ def next_value(net: ContinuousNetworks, cfg: Any, next_obs: torch.Tensor, gen: t
 @torch.no_grad()
 def td_priorities(net: ContinuousNetworks, cfg: Any, items: dict[str, np.ndarray], gen: torch.Generator | None,
                   eps: float) -> np.ndarray:
-    """``|y - Q(s, a)| + eps`` per item (mean over critics), for prioritized replay."""
+    """Each item's priority for prioritized replay, plus ``eps``: ``|y - Q(s, a)|`` (mean over critics),
+    or for a distributional critic the cross-entropy from its distribution to the projected target."""
     obs = net.normalize(torch.from_numpy(items["obs"]))
     next_obs = net.normalize(torch.from_numpy(items["next_obs"]))
-    y = td_target(torch.from_numpy(items["reward"]), torch.from_numpy(items["discount"]),
-                  next_value(net, cfg, next_obs, gen))
+    reward, discount = torch.from_numpy(items["reward"]), torch.from_numpy(items["discount"])
     q = net.critic(obs, torch.from_numpy(items["action"]))
-    return ((q - y).abs().mean(0) + eps).double().numpy()
+    if net.support is not None:
+        target = d4pg_target_probs(net, next_obs, reward, discount, cfg.target_noise, cfg.target_noise_clip, gen)
+        error = categorical_critic_loss(q[0], target)[1]
+    else:
+        error = (q - td_target(reward, discount, next_value(net, cfg, next_obs, gen))).abs().mean(0)
+    return (error + eps).double().numpy()

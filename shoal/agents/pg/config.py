@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from shoal.config import in_range, positive, require
 
@@ -76,6 +76,19 @@ class ActorCriticConfig:
     """Scale rewards by the running std of the discounted return."""
     compile: bool = False
     """torch.compile the learner's network (pays on long runs only: compiling takes seconds)."""
+    recurrent: bool = False
+    """An LSTM policy (PPO and A2C on the local topology): the actor carries its state across steps and rollouts."""
+    lstm_hidden: int = 64
+    """LSTM units (recurrent=true); the ``hidden`` MLP layers then sit between the LSTM and each head."""
+    lstm_layers: int = 1
+    """Stacked LSTM layers (recurrent=true)."""
+    critic_lstm: bool = True
+    """A separate LSTM for the value (recurrent=true); false: the value head reads the policy's LSTM."""
+    sequence_length: int = 0
+    """Steps per training sequence (recurrent=true; 0: whole rollout columns); must divide rollout_length."""
+
+    #: Whether this algorithm's topologies can carry an LSTM state (PPO and A2C: the local topology).
+    supports_recurrent: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         positive(self, "num_envs", "rollout_length", "lr", "epochs", "optimizer_eps")
@@ -91,6 +104,20 @@ class ActorCriticConfig:
         positive(self, "vtrace_clip_rho", "vtrace_clip_c", "vtrace_clip_pg_rho")
         in_range(self, "vtrace_lambda", 0.0, 1.0)
         require(self.activation in ("tanh", "relu", "elu", "silu"), f"activation must be tanh, relu, elu or silu; got {self.activation!r}")
+        if self.recurrent:
+            self._check_recurrent()
+
+    def _check_recurrent(self) -> None:
+        name = type(self).__name__.removesuffix("Config").lower()
+        require(self.supports_recurrent, f"{name} has no recurrent variant (recurrent=true is for ppo and a2c); "
+                "drop recurrent or train ppo/a2c")
+        positive(self, "lstm_hidden", "lstm_layers")
+        L = self.sequence_length or self.rollout_length
+        require(0 < L <= self.rollout_length and self.rollout_length % L == 0,
+                f"sequence_length={self.sequence_length} must divide rollout_length={self.rollout_length} "
+                "(0: whole rollout columns)")
+        require(self.minibatch_size % L == 0, f"minibatch_size={self.minibatch_size} must be a multiple of the "
+                f"sequence length {L} with recurrent=true (minibatches are whole sequences)")
 
 
     @property
@@ -102,6 +129,8 @@ class ActorCriticConfig:
 class PPOConfig(ActorCriticConfig):
     """PPO (Schulman et al. 2017): clipped surrogate or adaptive KL penalty."""
 
+    supports_recurrent = True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.loss in ("clip", "kl_penalty"), f"ppo loss must be clip or kl_penalty, got {self.loss!r}")
@@ -110,6 +139,8 @@ class PPOConfig(ActorCriticConfig):
 @dataclass
 class A2CConfig(ActorCriticConfig):
     """A2C: synchronous advantage actor-critic, one gradient step per rollout."""
+
+    supports_recurrent = True
 
     loss: Literal["clip", "kl_penalty", "a2c"] = "a2c"
     rollout_length: int = 5

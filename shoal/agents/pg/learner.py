@@ -149,28 +149,7 @@ class ActorCriticLearner(Learner):
                     self.opt.step()
                     continue
                 params, v = self.forward(m["obs"])
-                logp = dist.log_prob(params, m["actions"])
-                a = m["adv"]
-                if cfg.normalize_advantages and self.collective is not None:
-                    a = self.collective.standardize(a)  # the statistics of every rank's shard: the whole minibatch's
-                elif cfg.normalize_advantages and a.numel() > 1:
-                    a = (a - a.mean()) / (a.std() + 1e-8)
-                log_ratio = logp - m["old_logp"]
-                if cfg.loss == "clip":
-                    loss_pi, clip_frac = ppo_clip_loss(logp, m["old_logp"], a, clip)
-                elif cfg.loss == "kl_penalty":
-                    kl_per = dist.kl(m["old_params"], params)
-                    loss_pi = ppo_kl_penalty_loss(logp, m["old_logp"], a, kl_per, self.beta)
-                    clip_frac = zero
-                else:
-                    loss_pi, clip_frac = policy_gradient_loss(logp, a), zero
-                loss_v = value_loss(v, m["returns"], m["old_values"], clip if cfg.clip_value_loss else None)
-                loss = loss_pi + cfg.vf_coef * loss_v
-                if cfg.ent_coef > 0:
-                    ent = dist.entropy(params).mean()
-                    loss = loss - cfg.ent_coef * ent
-                else:
-                    ent = zero
+                loss, loss_pi, loss_v, ent, clip_frac, log_ratio = self._loss(m, params, v, clip)
                 if world > 1:
                     loss = loss * share  # the mean over the group's minibatch, once averaged over the ranks
                 self.opt.zero_grad(set_to_none=True)
@@ -218,6 +197,36 @@ class ActorCriticLearner(Learner):
                 out["entropy"] = float(dist.entropy(params).mean())
         out.update(lr=lr, clip=clip, kl_beta=self.beta, policy_lag=float(self.version - 1 - rollout.policy_version))
         return None, out
+
+    def _loss(self, m: dict[str, torch.Tensor], params: torch.Tensor, v: torch.Tensor, clip: float
+              ) -> tuple[torch.Tensor, ...]:
+        """``(loss, loss_pi, loss_v, entropy, clip_frac, log_ratio)`` of minibatch ``m`` (flat samples), given the
+        network's ``params`` and values ``v`` on it (advantages standardised here when configured)."""
+        cfg, dist = self.cfg, self.net.dist
+        zero = torch.zeros((), device=v.device)
+        logp = dist.log_prob(params, m["actions"])
+        a = m["adv"]
+        if cfg.normalize_advantages and self.collective is not None:
+            a = self.collective.standardize(a)  # the statistics of every rank's shard: the whole minibatch's
+        elif cfg.normalize_advantages and a.numel() > 1:
+            a = (a - a.mean()) / (a.std() + 1e-8)
+        log_ratio = logp - m["old_logp"]
+        if cfg.loss == "clip":
+            loss_pi, clip_frac = ppo_clip_loss(logp, m["old_logp"], a, clip)
+        elif cfg.loss == "kl_penalty":
+            kl_per = dist.kl(m["old_params"], params)
+            loss_pi = ppo_kl_penalty_loss(logp, m["old_logp"], a, kl_per, self.beta)
+            clip_frac = zero
+        else:
+            loss_pi, clip_frac = policy_gradient_loss(logp, a), zero
+        loss_v = value_loss(v, m["returns"], m["old_values"], clip if cfg.clip_value_loss else None)
+        loss = loss_pi + cfg.vf_coef * loss_v
+        if cfg.ent_coef > 0:
+            ent = dist.entropy(params).mean()
+            loss = loss - cfg.ent_coef * ent
+        else:
+            ent = zero
+        return loss, loss_pi, loss_v, ent, clip_frac, log_ratio
 
     @torch.no_grad()
     def _vtrace(self, r: dict[str, torch.Tensor], rewards: torch.Tensor, discounts: torch.Tensor, values: torch.Tensor,

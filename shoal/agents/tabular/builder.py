@@ -21,13 +21,15 @@ class TabularBuilder(Builder):
     """
 
     config: TabularConfig
+    name = ""
+    """The algorithm's name in error messages (empty: the config's ``update``)."""
 
     def make_networks(self) -> QTable:
         spec = self.env_spec
         if spec.num_obs_states is None or not spec.discrete:
             obs = f"Discrete({spec.num_obs_states})" if spec.num_obs_states is not None else f"Box{list(spec.obs_shape)}"
             act = f"Discrete({spec.num_actions})" if spec.discrete else f"Box[{spec.num_actions}]"
-            raise EnvError(f"{self.config.update} needs Discrete observations and actions, but {spec.env_id!r} has "
+            raise EnvError(f"{self.name or self.config.update} needs Discrete observations and actions, but {spec.env_id!r} has "
                            f"{obs} observations and {act} actions; use an env like FrozenLake-v1, CliffWalking-v1 "
                            "or shoal/GridMaze-v0, or a neural-network algorithm")
         return QTable(spec.num_obs_states, spec.num_actions, self.config.q_init)

@@ -1,4 +1,4 @@
-"""Hyperparameters of the tabular family: Q-learning, Sarsa and Sarsa(lambda)."""
+"""Hyperparameters of the tabular family: Q-learning, Sarsa, Sarsa(lambda) and Dyna-Q."""
 
 from __future__ import annotations
 
@@ -85,3 +85,26 @@ class SarsaLambdaConfig(TabularConfig):
         super().__post_init__()
         require(self.update == "sarsa_lambda", f"sarsa_lambda's update must be sarsa_lambda, got {self.update!r}")
         in_range(self, "lam", 0.0, 1.0)
+
+
+@dataclass
+class DynaQConfig(QLearningConfig):
+    """Dyna-Q (Sutton & Barto, section 8.2): Q-learning on real steps plus planning updates from a learned model.
+
+    The model is deterministic and tabular: the last ``(r, s', terminated)`` seen after each
+    ``(s, a)``. After every real step, ``planning_steps`` Q-learning updates use transitions from
+    the model, each a previously observed state drawn uniformly, then an action previously taken
+    in it drawn uniformly (Figure 8.2, step (f)).
+    """
+
+    planning_steps: int = 50
+    """Planning updates from the model after every real step (0: plain Q-learning)."""
+    plus: bool = False
+    """Dyna-Q+ (section 8.3): planning rewards get kappa*sqrt(tau), and planning draws any action of a visited state, tried or not."""
+    kappa: float = 1e-3
+    """Dyna-Q+ bonus scale: a planned reward is r + kappa*sqrt(tau), tau = real steps since (s, a) was last tried."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.planning_steps >= 0, f"planning_steps must be >= 0, got {self.planning_steps}; pass e.g. planning_steps=50")
+        require(self.kappa >= 0.0, f"kappa must be >= 0, got {self.kappa}; pass e.g. kappa=0.001")

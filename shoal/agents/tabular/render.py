@@ -52,7 +52,7 @@ def grid_info(env: Any) -> GridInfo | None:
             cells[np.asarray(u._cliff, np.bool_)] = "C"
             cells[rows - 1, 0], cells[rows - 1, cols - 1] = "S", "G"
             return GridInfo(cells, (UP, RIGHT, DOWN, LEFT), ("up", "right", "down", "left"))
-        if name == "GridMaze":
+        if name in ("GridMaze", "BlockingMaze"):
             return GridInfo(u.grid_layout(), (UP, RIGHT, DOWN, LEFT), ("up", "right", "down", "left"))
         if name == "Treasure1D":
             return GridInfo(u.grid_layout(), (LEFT, RIGHT), ("left", "right"))
@@ -144,22 +144,22 @@ def plot_q_table(q: np.ndarray, grid: GridInfo | None = None, title: str | None 
 def load_q_table(run_dir: str | Path) -> np.ndarray:
     """The Q-table of the latest checkpoint in a tabular run directory."""
     from shoal.errors import CheckpointError
-    from shoal.io.checkpoint import list_checkpoints, load_checkpoint
+    from shoal.io.checkpoint import list_checkpoints, load_newest_checkpoint
 
     ckpts = list_checkpoints(Path(run_dir) / "checkpoints")
     if not ckpts:
         raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'}; train a tabular run there first")
-    tree, _ = load_checkpoint(ckpts[-1])
+    newest, tree, _ = load_newest_checkpoint(Path(run_dir) / "checkpoints", detached=False)
     try:
         return tree["program"]["learner"]["networks"]["q"].numpy()
     except KeyError:
-        raise CheckpointError(f"checkpoint {ckpts[-1]} holds no Q-table; is {run_dir} a q_learning/sarsa/sarsa_lambda run?") from None
+        raise CheckpointError(f"checkpoint {newest} holds no Q-table; is {run_dir} a q_learning/sarsa/sarsa_lambda/dyna_q run?") from None
 
 
 def plot_run(run_dir: str | Path) -> Any:
     """The Q-table plot of a tabular run directory (env read from its config.yaml)."""
-    import yaml
+    from shoal.config import load_yaml_file
 
-    cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    cfg = load_yaml_file(Path(run_dir) / "config.yaml")
     q = load_q_table(run_dir)
     return plot_q_table(q, grid_info(cfg["env"]), title=f"{cfg['algo']} on {cfg['env']}")

@@ -15,7 +15,7 @@ OVR = {"hidden": [16, 16], "batch_size": 32, "learning_starts": 100, "checkpoint
        "keep_checkpoints": 10, "eval_episodes": 2}
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3", "ddpg"])
+@pytest.mark.parametrize("algo", ["sac", "td3", "ddpg", "d4pg"])
 def test_resume_continues_counters_and_replay_from_the_checkpoint(algo: str, tmp_path: Path,
                                                                  crash_after_checkpoint) -> None:
     # That a resume restores every tensor (weights, optimisers, generators, replay) is

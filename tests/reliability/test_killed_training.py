@@ -1,0 +1,164 @@
+"""The training process killed with -9: `shoal train --resume` continues from the newest checkpoint.
+
+No more than one checkpoint interval of env steps is lost, and a process killed while it
+writes a checkpoint leaves the previous one intact (the half-written file is never used).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from shoal.io.checkpoint import list_checkpoints, load_checkpoint
+
+_OFF = ["learning_starts=200", "batch_size=32", "hidden=[16,16]", "num_envs=2"]
+# (id, algo, env, extra CLI args, steps, checkpoint_every, marks)
+CASES = [
+    ("local-ppo", "ppo", "CartPole-v1", [], 6144, 1024, []),
+    ("apex-dqn", "apex_dqn", "CartPole-v1", ["--num-actors", "2", *_OFF], 6000, 1000, []),
+    ("impala", "impala", "CartPole-v1", ["--num-actors", "2", "num_envs=2"], 6000, 1000, []),
+    ("seed", "impala", "CartPole-v1", ["--topology", "seed", "--num-actors", "2", "num_envs=2"], 6000, 1000, [pytest.mark.slow]),
+    ("a3c", "a3c", "CartPole-v1", ["--num-actors", "2", "num_envs=2"], 6000, 1000, [pytest.mark.slow]),
+    ("ga3c", "ga3c", "CartPole-v1", ["--num-actors", "2", "num_envs=2"], 6000, 1000, [pytest.mark.slow]),
+    ("gorila", "gorila", "CartPole-v1", ["--num-actors", "2", *_OFF], 6000, 1000, [pytest.mark.slow]),
+    ("dppo", "dppo", "CartPole-v1", ["--num-actors", "2", "num_envs=2"], 6000, 1000, [pytest.mark.slow]),
+    ("ray-local-ppo", "ppo", "CartPole-v1", ["--backend", "ray", "--num-actors", "2"], 6144, 1024,
+     [pytest.mark.slow, pytest.mark.timeout(600)]),
+    ("ray-impala", "impala", "CartPole-v1", ["--backend", "ray", "--num-actors", "2", "num_envs=2"], 8000, 1000,
+     [pytest.mark.slow, pytest.mark.timeout(600)]),
+    ("ray-apex-dqn", "apex_dqn", "CartPole-v1", ["--backend", "ray", "--num-actors", "2", *_OFF], 8000, 1000,
+     [pytest.mark.slow, pytest.mark.timeout(600)]),
+]
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    path = run / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the training process and everything it started (Ray's processes included)."""
+    try:
+        parent = psutil.Process(proc.pid)
+        family = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=30)
+    proc.wait(timeout=30)
+
+
+def _train_until_killed(cmd: list[str], run: Path, checkpoints: int, cwd: Path, timeout: float = 90) -> tuple[int, int]:
+    """Start ``cmd``, kill it -9 once ``checkpoints`` checkpoints exist and a metric row lies past the newest.
+
+    Returns (the newest checkpoint's env steps, the last env steps logged before the kill).
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"training ended before it was killed: {proc.stderr.read() if proc.stderr else ''}"
+            ckpts = list_checkpoints(run / "checkpoints")
+            if len(ckpts) >= checkpoints:
+                newest = int(ckpts[-1].stem.rsplit("-", 1)[-1])
+                rows = _rows(run)
+                if rows and int(rows[-1]["env_steps"]) > newest:
+                    _kill_tree(proc)
+                    ckpts = list_checkpoints(run / "checkpoints")
+                    return int(ckpts[-1].stem.rsplit("-", 1)[-1]), int(_rows(run)[-1]["env_steps"])
+            time.sleep(0.05)
+        raise AssertionError(f"no {checkpoints} checkpoints within {timeout} s")
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+
+
+@pytest.mark.parametrize("name,algo,env,extra,steps,every",
+                         [pytest.param(*c[:6], marks=c[6], id=c[0]) for c in CASES])
+def test_a_training_process_killed_minus_9_resumes_from_its_newest_checkpoint(tmp_path, name, algo, env, extra, steps, every):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "shoal.cli", "train", algo, "--env", env, "--steps", str(steps), "--run-dir", str(run),
+           "--quiet", *extra, f"checkpoint_every={every}", "keep_checkpoints=10", "eval_episodes=2"]
+    ray = "ray" in extra  # a Ray instance of its own starts with each process: slower
+    ckpt_step, last_logged = _train_until_killed(cmd, run, checkpoints=2, cwd=tmp_path, timeout=240 if ray else 90)
+    assert not (run / "eval.json").exists()  # it really died mid-run
+    p = subprocess.run([sys.executable, "-m", "shoal.cli", "train", "--resume", str(run), "--quiet"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300 if ray else 110)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = _rows(run)
+    # The log was cut back to the checkpoint and continued from it: what was lost is the steps
+    # logged after the newest checkpoint, at most one checkpoint interval.
+    steps_logged = [int(r["env_steps"]) for r in rows if r.get("episode_return_mean", "") != "" or r.get("sps")]
+    assert steps_logged == sorted(steps_logged), "the resumed log does not continue from the checkpoint"
+    lost = last_logged - ckpt_step
+    assert 0 < lost <= every, (ckpt_step, last_logged)
+    final = json.loads((run / "eval.json").read_text())
+    assert final["env_steps"] >= steps
+    _, meta = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
+    assert meta["env_steps"] >= steps
+
+
+_KILL_IN_WRITE = (
+    "import os, signal, sys\n"
+    "import shoal.io.checkpoint as ck\n"
+    "where = sys.argv.pop(1)\n"
+    "real_tensors, real_json, calls = ck.save_file, ck.atomic_write_text, [0]\n"
+    "def save_file(tensors, path, *a, **k):\n"
+    "    calls[0] += 1\n"
+    "    if where == 'tensors' and calls[0] == 2:  # halfway through the second checkpoint's tensor file\n"
+    "        with open(path, 'wb') as f:\n"
+    "            f.write(b'half a checkpoint')\n"
+    "            f.flush(); os.fsync(f.fileno())\n"
+    "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    "    return real_tensors(tensors, path, *a, **k)\n"
+    "def atomic_write_text(path, text):\n"
+    "    if where == 'json' and calls[0] == 2 and str(path).endswith('.json') and 'ckpt-' in str(path):\n"
+    "        os.kill(os.getpid(), signal.SIGKILL)  # its tensor file is in place, its JSON not yet written\n"
+    "    return real_json(path, text)\n"
+    "ck.save_file, ck.atomic_write_text = save_file, atomic_write_text\n"
+    "from shoal.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.parametrize("where", ["tensors", "json"])
+def test_a_process_killed_while_writing_a_checkpoint_leaves_the_previous_one_intact(tmp_path, where):
+    run = tmp_path / "run"
+    args = ["train", "ppo", "--env", "CartPole-v1", "--steps", "4096", "--run-dir", str(run), "--quiet",
+            "checkpoint_every=1024", "eval_episodes=2"]
+    p = subprocess.run([sys.executable, "-c", _KILL_IN_WRITE, where, *args], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=110)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    ckpt_dir = run / "checkpoints"
+    assert [c.name for c in list_checkpoints(ckpt_dir)] == ["ckpt-000000001024.json"]
+    left = [f for f in os.listdir(ckpt_dir) if "000000001024" not in f]
+    assert left, "the kill did not land inside the write"
+    if where == "json":
+        assert "ckpt-000000002048.safetensors" in left  # in place, but no JSON names it: not a checkpoint
+    load_checkpoint(ckpt_dir / "ckpt-000000001024.json")  # intact: its checksums hold
+    p = subprocess.run([sys.executable, "-m", "shoal.cli", "train", "--resume", str(run), "--quiet", "--steps", "3500",
+                        "checkpoint_every=100000"], cwd=tmp_path, capture_output=True, text=True, timeout=110)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "corrupt" not in p.stderr  # the half-written files were never taken for a checkpoint
+    files = os.listdir(ckpt_dir)
+    assert not [f for f in files if f.endswith(".tmp")]
+    named = {c.with_suffix(".safetensors").name for c in list_checkpoints(ckpt_dir)}
+    assert {f for f in files if f.endswith(".safetensors")} <= named  # every tensor file belongs to a checkpoint
+    assert "ckpt-000000002048.safetensors" not in files  # the orphan was cleared (the resumed run saves only at its end)
+    assert json.loads((run / "eval.json").read_text())["env_steps"] >= 3500
