@@ -3,26 +3,47 @@
     python benchmarks/recurrent.py                       # seed 0, every entry
     python benchmarks/recurrent.py --seeds 0 1 2         # medians over seeds
     python benchmarks/recurrent.py --only shoal_ppo      # one entry
+    python benchmarks/recurrent.py --budget 50000        # another step budget, for every entry
     python benchmarks/recurrent.py --merge a.json b.json # summarise seeds run as separate --json invocations
 
 CartPole-v1 observing only the cart position and the pole angle (``shoal/CartPoleNoVel-v1``,
-the same Gymnasium env on both sides), so a policy must remember to infer the velocities.
+the same dynamics on both sides), so a policy must remember to infer the velocities.
 
 - ``shoal_ppo``: ``shoal.train("ppo", env="shoal/CartPoleNoVel-v1")`` with its shipped defaults
-  (``shoal/configs/ppo.yaml``: an LSTM policy at rl-zoo's ppo_lstm settings, 150k-step budget).
+  (``shoal/configs/ppo.yaml``): an LSTM policy at rl-zoo's ppo_lstm hyperparameters, observations
+  normalised by running statistics (updated after each update, so actor and learner see a rollout
+  alike) and rewards scaled by the running std of the discounted return (gamma 0.98), as rl-zoo's
+  ``normalize: true`` does. shoal initialises its networks orthogonally (LSTM weights gain 1,
+  hidden layers sqrt 2, policy head 0.01, value head 1, zero biases), which rl-zoo turns off
+  for this env (``ortho_init=False``): the one setting the two sides do not share.
+- ``shoal_r2d2``: ``shoal.train("r2d2", env="shoal/CartPoleNoVel-v1")`` with its shipped defaults
+  (``shoal/configs/r2d2.yaml``); it evaluates at the end of the first iteration past each
+  ``--eval-every`` multiple, an iteration being its own size.
 - ``sb3_recurrent_ppo``: sb3-contrib's ``RecurrentPPO("MlpLstmPolicy")`` with rl-zoo's
-  hyperparameters for CartPoleNoVel-v1 (hyperparams/ppo_lstm.yml, :data:`RL_ZOO_PPO_LSTM`) and
-  ``VecNormalize`` on observations, as rl-zoo runs it; the same budget as shoal's.
+  hyperparameters for CartPoleNoVel-v1 (hyperparams/ppo_lstm.yml, :data:`RL_ZOO_PPO_LSTM`,
+  ``ortho_init=False``: PyTorch's default initialisation) in ``VecNormalize(norm_obs=True,
+  norm_reward=True, gamma=0.98)``, what rl-zoo's ``normalize: true`` builds for training (its
+  evaluation env normalises observations only, with the training statistics).
 
 More shoal algorithms are one more entry of :data:`SHOAL_ENTRIES` (algorithm name and overrides).
 
+Every entry runs ``--budget`` env steps at most (0: shoal PPO's shipped 150k for every entry).
+
 Evaluation, the same on both sides: every ``--eval-every`` env steps (5,120: a whole number of
-shoal iterations and of SB3 rollouts, so both evaluate at exactly the same steps), ``--eval-episodes``
+shoal PPO iterations and of sb3 rollouts of 8 x 32 steps, so both evaluate at exactly the same
+steps, each after the update on the rollout that crossed the multiple), ``--eval-episodes``
 greedy episodes, one per env copy, each from a zero LSTM state; training stops at the first
-evaluation whose mean return reaches 400. ``time`` runs from just before the agent is built
-(``shoal.train`` / ``RecurrentPPO(...)``) until training stops, evaluations included, imports
-excluded; ``cpu`` is the CPU time of that span (all threads: steadier than wall time on a shared
-machine); ``process`` is the whole subprocess. Ratios are shoal / peer (target <= 0.5x).
+evaluation whose mean return reaches 400. sb3's evaluation is a callback at the start of each
+rollout, so after ``train()`` on the previous one (sb3's ``EvalCallback`` would run inside the
+rollout, one update behind shoal's), syncing the observation statistics first.
+
+``time`` runs from just before the agent is built (``shoal.train`` / ``RecurrentPPO(...)``) until
+training stops, evaluations included, imports excluded; ``cpu`` is the CPU time of that span (all
+threads: steadier than wall time on a shared machine); ``process`` is the whole subprocess.
+Ratios are shoal / peer (target <= 0.5x). Both ratios include env throughput as well as the
+learner's: shoal steps its numpy-batched ``BatchedCartPoleNoVel`` (all copies in one array
+step), sb3 steps 8 Python ``gym.make`` envs one by one through ``DummyVecEnv``, ``Monitor`` and
+``VecNormalize``, as rl-zoo runs it.
 """
 
 from __future__ import annotations
@@ -47,10 +68,12 @@ PEER = "sb3_recurrent_ppo"
 #: shoal entries: name -> (algorithm, overrides of its shipped defaults for this env).
 SHOAL_ENTRIES: dict[str, tuple[str, dict[str, Any]]] = {
     "shoal_ppo": ("ppo", {}),
+    "shoal_r2d2": ("r2d2", {}),
 }
 
 #: rl-zoo's RecurrentPPO hyperparameters for CartPoleNoVel-v1 (hyperparams/ppo_lstm.yml; n_timesteps 1e5 there,
-#: ``normalize: true`` with norm_reward false). ``lin_x`` schedules are written out in the worker.
+#: ``normalize: true``: VecNormalize's defaults, observations and rewards, with the algorithm's gamma; built in
+#: the worker). ``lin_x`` schedules are written out in the worker.
 RL_ZOO_PPO_LSTM: dict[str, Any] = {
     "n_envs": 8, "n_steps": 32, "batch_size": 256, "n_epochs": 20, "gamma": 0.98, "gae_lambda": 0.8,
     "learning_rate": 1e-3, "clip_range": 0.2, "ent_coef": 0.0,
@@ -65,14 +88,14 @@ def shoal_budget() -> int:
     return int(registry.get("ppo").defaults(ENV_ID)["steps"])
 
 
-def worker_shoal(name: str, seed: int, threads: int, eval_every: int, episodes: int) -> dict[str, Any]:
+def worker_shoal(name: str, seed: int, threads: int, eval_every: int, episodes: int, budget: int) -> dict[str, Any]:
     limit_threads(threads)
     import shoal
 
     algo, overrides = SHOAL_ENTRIES[name]
     with tempfile.TemporaryDirectory() as tmp:
         with Timer() as t:
-            run = shoal.train(algo, env=ENV_ID, seed=seed, run_dir=Path(tmp) / "run", tensorboard=False,
+            run = shoal.train(algo, env=ENV_ID, seed=seed, steps=budget, run_dir=Path(tmp) / "run", tensorboard=False,
                               overrides={"eval_every": eval_every, "eval_episodes": episodes,
                                          "target_return": TARGET_RETURN, "torch_threads": threads, **overrides})
     evals = [r for r in run.history if "eval_return_mean" in r]
@@ -84,29 +107,61 @@ def worker_shoal(name: str, seed: int, threads: int, eval_every: int, episodes: 
 def worker_sb3(seed: int, threads: int, eval_every: int, episodes: int, budget: int) -> dict[str, Any]:
     limit_threads(threads)
     from sb3_contrib import RecurrentPPO
-    from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
     from torch import nn
 
     import shoal.envs  # noqa: F401  (registers shoal/CartPoleNoVel-v1 with Gymnasium)
+
+    class EvalAfterTrain(BaseCallback):
+        """Evaluates at the start of a rollout (so after ``train()`` on the previous one) once the step count
+        crosses a multiple of ``eval_every``, and at the end of training; stops at the first mean >= target."""
+
+        def __init__(self, eval_env: VecNormalize) -> None:
+            super().__init__()
+            self.eval_env = eval_env
+            self.evaluations, self.last_mean, self.solved, self.steps_at_stop = 0, float("nan"), False, 0
+            self.multiples = 0  # of eval_every crossed by the evaluations so far
+
+        def _maybe_evaluate(self) -> None:
+            if self.solved or self.num_timesteps // eval_every <= self.multiples:
+                return
+            self.multiples = self.num_timesteps // eval_every
+            self.evaluations += 1
+            sync_envs_normalization(self.training_env, self.eval_env)  # the training env's observation statistics
+            mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=episodes, deterministic=True)
+            assert not isinstance(mean, list)  # the mean over episodes (return_episode_rewards=False)
+            self.last_mean, self.steps_at_stop = float(mean), self.num_timesteps
+            self.solved = self.last_mean >= TARGET_RETURN
+
+        def _on_rollout_start(self) -> None:
+            self._maybe_evaluate()
+
+        def _on_step(self) -> bool:
+            return not self.solved  # a target reached at the rollout's start stops before its first step counts
+
+        def _on_training_end(self) -> None:
+            self._maybe_evaluate()
 
     hp = dict(RL_ZOO_PPO_LSTM)
     n_envs = hp.pop("n_envs")
     lr, clip = hp.pop("learning_rate"), hp.pop("clip_range")
     kwargs = dict(hp.pop("policy_kwargs"), activation_fn=nn.ReLU)
     with Timer() as t:
-        env = VecNormalize(make_vec_env(ENV_ID, n_envs=n_envs, seed=seed), norm_obs=True, norm_reward=False)
+        # rl-zoo's ``normalize: true``: VecNormalize with its defaults (observations and rewards) and the algorithm's gamma
+        env = VecNormalize(make_vec_env(ENV_ID, n_envs=n_envs, seed=seed), norm_obs=True, norm_reward=True,
+                           gamma=hp["gamma"])
         model = RecurrentPPO("MlpLstmPolicy", env, learning_rate=lambda p: p * lr, clip_range=lambda p: p * clip,
                              policy_kwargs=kwargs, seed=seed, device="cpu", verbose=0, **hp)
         eval_env = VecNormalize(make_vec_env(ENV_ID, n_envs=episodes, seed=seed + 10_000), norm_obs=True,
-                                norm_reward=False, training=False)  # statistics synced from training by EvalCallback
-        stop = StopTrainingOnRewardThreshold(reward_threshold=TARGET_RETURN, verbose=0)
-        cb = EvalCallback(eval_env, callback_on_new_best=stop, eval_freq=eval_every // n_envs,
-                          n_eval_episodes=episodes, deterministic=True, verbose=0)
+                                norm_reward=False, training=False)  # observation statistics synced before each evaluation
+        cb = EvalAfterTrain(eval_env)
         model.learn(total_timesteps=budget, callback=cb)
-    return {"train_s": t.wall_s, "cpu_s": t.cpu_s, "steps": int(model.num_timesteps), "eval_mean": float(cb.last_mean_reward),
-            "evaluations": int(model.num_timesteps) // eval_every, "solved": bool(cb.best_mean_reward >= TARGET_RETURN)}
+    steps = cb.steps_at_stop if cb.solved else int(model.num_timesteps)
+    return {"train_s": t.wall_s, "cpu_s": t.cpu_s, "steps": steps, "eval_mean": cb.last_mean,
+            "evaluations": cb.evaluations, "solved": cb.solved}
 
 
 def _line(name: str, r: dict[str, Any]) -> str:
@@ -158,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each trainer's process")
     parser.add_argument("--eval-every", type=int, default=5120, help="env steps between evaluations (every entry)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="greedy episodes per evaluation (every entry)")
-    parser.add_argument("--budget", type=int, default=0, help="the peer's step budget (0: shoal's shipped budget)")
+    parser.add_argument("--budget", type=int, default=0,
+                        help="every entry's step budget (0: shoal PPO's shipped budget for this env)")
     parser.add_argument("--only", choices=entries, action="append", help="run these entries only (repeatable)")
     parser.add_argument("--worker", choices=entries, help=argparse.SUPPRESS)
     parser.add_argument("--json", default="", help="also write the per-seed results here")
@@ -173,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.worker == PEER:
             res = worker_sb3(seed, args.threads, args.eval_every, args.eval_episodes, budget)
         else:
-            res = worker_shoal(args.worker, seed, args.threads, args.eval_every, args.eval_episodes)
+            res = worker_shoal(args.worker, seed, args.threads, args.eval_every, args.eval_episodes, budget)
         print(json.dumps(res))
         return
 
@@ -183,8 +239,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.seeds}; {args.threads} torch thread(s) per process; every entry evaluates every {args.eval_every} "
           f"env steps on {args.eval_episodes} greedy episodes (one per env copy).\n"
           f"  shoal entries: {described}, "
-          f"budget {shoal_budget()} steps\n"
-          f"  {PEER}: sb3-contrib RecurrentPPO at rl-zoo's ppo_lstm.yml settings with VecNormalize, budget {budget} steps",
+          f"budget {budget} steps\n"
+          f"  {PEER}: sb3-contrib RecurrentPPO at rl-zoo's ppo_lstm.yml settings in VecNormalize (observations and "
+          f"rewards), budget {budget} steps",
           flush=True)
     results: dict[str, list[dict[str, Any]]] = {e: [] for e in entries}
     common = ["--threads", str(args.threads), "--eval-every", str(args.eval_every),

@@ -117,6 +117,10 @@ def _cmd_eval(a: argparse.Namespace) -> int:
     from shoal.io.checkpoint import atomic_write_text
     from shoal.run.reload import evaluate_run
 
+    if a.video:  # a bad --video option fails before the evaluation, not after it
+        from shoal.run.video import check_video_options
+
+        check_video_options(a.video, a.video_episodes, 1 if a.video_frames is None else a.video_frames)
     result = evaluate_run(Path(a.run_dir), a.episodes, a.seed)
     text = json.dumps(result, indent=2)
     if a.out:

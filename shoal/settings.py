@@ -89,6 +89,9 @@ class RunConfig:
         require(self.on_checkpoint_error in ("stop", "continue"),
                 f"on_checkpoint_error must be stop or continue, got {self.on_checkpoint_error!r}")
         require(self.video_every >= 0, f"video_every must be >= 0, got {self.video_every}")
+        require(self.video_every == 0 or self.capture_video,
+                f"video_every={self.video_every} records videos only with capture_video=true; add capture_video=true "
+                "or drop video_every")
         require(self.video_max_frames >= 1, f"video_max_frames must be >= 1, got {self.video_max_frames}")
         require(self.track in ("", "wandb"), f"track must be empty or wandb, got {self.track!r}")
         require(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")

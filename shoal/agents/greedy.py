@@ -7,7 +7,7 @@ policy (``builder.make_policy(networks, evaluation=True)``) computes, normalisat
   to the action bounds (evaluation clips actions to them);
 - Q-learners (DQN family, R2D2, tabular): the argmax of the action values (ties to the first action);
 - DDPG and TD3: the deterministic actor ``mu(obs)``; SAC: ``tanh(mean)``; both scaled to the
-  action bounds;
+  action bounds (and clipped to them, as evaluation clips);
 - recurrent policies (LSTM actor-critics, R2D2): one step ``(obs, h, c, episode_start) ->
   (action, h, c)`` of the policy's LSTM, whose state is zeroed where ``episode_start`` is set.
 
@@ -64,18 +64,28 @@ class GreedyQ(nn.Module):
 
 
 class GreedyContinuous(nn.Module):
-    """``obs -> action`` in the env's bounds: ``mu(obs)`` (DDPG, TD3) or ``tanh(mean)`` (SAC), rescaled."""
+    """``obs -> action`` in the env's bounds: ``mu(obs)`` (DDPG, TD3) or ``tanh(mean)`` (SAC), rescaled.
 
-    def __init__(self, net: ContinuousNetworks) -> None:
+    The rescaled action is clipped to ``[low, high]`` as evaluation clips it: in float32,
+    ``bias + scale * 1`` can land a rounding step outside the bounds.
+    """
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def __init__(self, net: ContinuousNetworks, low: Any, high: Any) -> None:
         super().__init__()
         self.net = net
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = self.net.normalize(obs)
         out = self.net.policy.net(x)  # the policy's Linear/activation stack, unfused
         if self.net.stochastic:
             out = out.chunk(2, dim=-1)[0]
-        return self.net.scale_action(torch.tanh(out))
+        action = self.net.scale_action(torch.tanh(out))
+        return torch.maximum(torch.minimum(action, self.high), self.low)
 
 
 class GreedyRecurrent(nn.Module):
@@ -147,7 +157,7 @@ def greedy_module(builder: Any, networks: nn.Module) -> nn.Module:
     elif isinstance(networks, (QNetwork, QTable)):
         module = GreedyQ(networks)
     elif isinstance(networks, ContinuousNetworks):
-        module = GreedyContinuous(networks)
+        module = GreedyContinuous(networks, spec.action_low, spec.action_high)
     else:
         raise ConfigError(f"policies of {type(builder).__name__} ({type(networks).__name__}) cannot be exported; "
                           "export an actor-critic, DQN-family, R2D2, DDPG/TD3/SAC or tabular run")

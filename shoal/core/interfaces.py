@@ -229,6 +229,18 @@ class Builder(ABC):
         """Whether the learner can compute a gradient without applying it and apply one computed elsewhere."""
         return False
 
+    @property
+    def local_only(self) -> str | None:
+        """Why the algorithm as configured runs on the local topology only (what the other topologies'
+        fit checks report), or None when it may run elsewhere."""
+        return None
+
+    @property
+    def single_learner(self) -> str | None:
+        """Why the algorithm as configured trains with one learner only (refused before a group of
+        ``num_learners > 1`` is placed), or None when a learner group may train it."""
+        return None
+
     def make_reward_normalizer(self, num_envs: int) -> RewardScaler | None:
         """What an actor of ``num_envs`` copies scales env rewards with before its adder sees them (None: nothing)."""
         return None

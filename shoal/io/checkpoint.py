@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from shoal.errors import CheckpointError, CheckpointFormatError, ShoalWarning
+from shoal.io.modes import make_default_mode
 
 _TENSOR = "__tensor__"
 _NDARRAY = "__ndarray__"
@@ -66,6 +67,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            make_default_mode(f.fileno())  # mkstemp's files are 0600; give the mode open() would
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:

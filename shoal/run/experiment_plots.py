@@ -10,8 +10,14 @@ import numpy as np
 
 from shoal.errors import ShoalError
 from shoal.io.checkpoint import atomic_write_bytes
-from shoal.run.experiments import is_experiment, load_experiment
+from shoal.run.experiments import Experiment, is_experiment, load_experiment
 from shoal.run.stats import bootstrap_mean_band, common_grid, on_grid, seed_curves
+
+
+def experiment_legend(exp: Experiment) -> str:
+    """An experiment's legend entry: its label, the seeds drawn, and how many failed or are missing."""
+    missing = f" ({exp.missing_note()})" if exp.failed else ""
+    return f"{exp.label}, {len(exp.runs)} seeds{missing}"
 
 
 def plot_experiments(paths: Sequence[Path], out: Path, x: str = "env_steps", y: str = "episode_return_mean",
@@ -21,7 +27,8 @@ def plot_experiments(paths: Sequence[Path], out: Path, x: str = "env_steps", y: 
 
     Each experiment's seeds are put on a common grid of ``points`` steps (the steps all its
     seeds cover); the band resamples seeds ``reps`` times with a generator seeded by ``seed``.
-    A plain run directory among ``paths`` is drawn as a single line.
+    A plain run directory among ``paths`` is drawn as a single line. An experiment with failed or
+    missing seeds says so in its legend entry ("k of n seeds failed or missing").
     """
     import matplotlib
 
@@ -45,7 +52,7 @@ def plot_experiments(paths: Sequence[Path], out: Path, x: str = "env_steps", y: 
         grid = common_grid([c[0] for c in curves], points)
         values = np.stack([on_grid(cx, cy, grid) for cx, cy in curves])
         mean, low, high = bootstrap_mean_band(values, reps, ci, seed)
-        line, = ax.plot(grid, mean, linewidth=1.8, label=f"{exp.label}, {len(curves)} seeds")
+        line, = ax.plot(grid, mean, linewidth=1.8, label=experiment_legend(exp))
         ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(y.replace("_", " "))

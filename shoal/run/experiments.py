@@ -10,18 +10,23 @@ Layout::
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import sys
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from shoal.envs.ids import bare_env_id
 from shoal.errors import ConfigError, ShoalError
 from shoal.io.checkpoint import atomic_write_text
 
 MANIFEST = "experiment.json"
+LOCK = ".experiment.lock"
 
 
 def _stem(algo: str, env_id: str) -> str:
@@ -66,6 +71,27 @@ def _write(folder: Path, manifest: dict[str, Any]) -> None:
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
 
 
+def config_hash(resolved: dict[str, Any]) -> str:
+    """A short hash of a resolved config (``config.yaml``'s content) without its seed: what every seed shares."""
+    shared = {**resolved, "run": {k: v for k, v in resolved.get("run", {}).items() if k != "seed"}}
+    return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold the experiment folder's lock: one ``shoal train --seeds`` writes to a folder at a time."""
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another shoal train --seeds is running in {folder}; wait for it to end or choose "
+                              "another --experiment folder") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def run_experiment(algo: str, env: str, seeds: Sequence[int], experiment_dir: str | Path | None = None, *,
                    jobs: str = "process", parallel: int | None = None, ray_address: str | None = None,
                    report: Callable[[str], None] | None = None, **run_kwargs: Any) -> dict[str, Any]:
@@ -76,10 +102,12 @@ def run_experiment(algo: str, env: str, seeds: Sequence[int], experiment_dir: st
     for every seed (``steps``, ``config``, ``overrides``, ``backend`` of each run, ...). A seed
     that fails is recorded with its error in ``experiment.json``; the others keep their results.
     An existing experiment folder takes more seeds, or a failed seed again (its old run directory
-    is renamed ``NAME.failed-TIME``). Returns the manifest.
+    is renamed ``NAME.failed-TIME``), with the same settings (the manifest keeps a hash of the
+    resolved config; other settings are refused). One command at a time writes to a folder (a
+    file lock). Returns the manifest.
     """
     from shoal.envs.make import check_env_id
-    from shoal.run.parallel import default_parallel
+    from shoal.run.parallel import check_jobs, default_parallel
     from shoal.run.resolve import resolve
 
     seeds = [int(s) for s in seeds]
@@ -92,26 +120,41 @@ def run_experiment(algo: str, env: str, seeds: Sequence[int], experiment_dir: st
     for key in ("seed", "run_dir", "resume"):
         if run_kwargs.get(key) is not None:
             raise ConfigError(f"{key} is set per seed by the experiment; drop it")
+    check_jobs(jobs, parallel, ray_address)
     check_env_id(env)
     # Catch a user's mistake once here, not once per seed process.
     cli_run = {k: run_kwargs.get(k) for k in ("steps", "backend", "num_actors", "num_learners", "topology")}
-    resolve(algo, env, env, run_kwargs.get("config"), dict(run_kwargs.get("overrides") or {}), {**cli_run, "seed": seeds[0]})
+    resolved = resolve(algo, env, env, run_kwargs.get("config"), dict(run_kwargs.get("overrides") or {}),
+                       {**cli_run, "seed": seeds[0]})
+    digest = config_hash(resolved.to_yaml_dict())
 
     folder = Path(experiment_dir) if experiment_dir else default_experiment_dir(algo, env)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):
+        return _run_locked(folder, algo, env, seeds, digest, jobs, parallel, ray_address, report, run_kwargs,
+                           default_parallel())
+
+
+def _run_locked(folder: Path, algo: str, env: str, seeds: list[int], digest: str, jobs: str, parallel: int | None,
+                ray_address: str | None, report: Callable[[str], None] | None, run_kwargs: dict[str, Any],
+                cores: int) -> dict[str, Any]:
     manifest: dict[str, Any]
     if is_experiment(folder):
         manifest = json.loads((folder / MANIFEST).read_text())
         if (manifest["algo"], manifest["env"]) != (algo, env):
             raise ConfigError(f"{folder} holds a {manifest['algo']} {manifest['env']} experiment, not {algo} {env}; "
                               "choose another --experiment folder")
+        if manifest.get("config_hash", digest) != digest:
+            raise ConfigError(f"{folder} holds seeds trained with other settings (config hash {manifest['config_hash']}, "
+                              f"now {digest}); pass the same settings or choose another --experiment folder")
         again = sorted(set(seeds) & {int(s) for s, r in manifest["results"].items() if r.get("status") == "ok"})
         if again:
             raise ConfigError(f"{folder} already has results for seeds {' '.join(map(str, again))}; "
                               "pass only new seeds or choose another --experiment folder")
     else:
-        folder.mkdir(parents=True, exist_ok=True)
         manifest = {"algo": algo, "env": env, "seeds": [], "runs": {}, "results": {},
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    manifest["config_hash"] = digest
     manifest["seeds"] = sorted({*manifest["seeds"], *seeds})
     manifest["command"] = " ".join(sys.argv)
     manifest["jobs"] = jobs
@@ -130,7 +173,7 @@ def run_experiment(algo: str, env: str, seeds: Sequence[int], experiment_dir: st
 
     say = report or (lambda _line: None)
     say(f"experiment {folder}: {algo} on {env}, seeds {' '.join(map(str, seeds))} "
-        f"({'Ray tasks' if jobs == 'ray' else 'processes'}, {min(parallel or default_parallel(), len(seeds))} at a time)")
+        f"({'Ray tasks' if jobs == 'ray' else 'processes'}, {min(parallel or cores, len(seeds))} at a time)")
     try:
         for i, result, err in _jobs(calls, jobs, parallel, ray_address):
             seed = seeds[i]
@@ -171,6 +214,17 @@ class Experiment:
     algo: str
     env: str
     runs: dict[int, Path]
+    failed: dict[int, str] = field(default_factory=dict)
+    """Seeds the manifest lists that failed, never finished, or whose run directory is missing: why."""
+
+    @property
+    def listed(self) -> int:
+        """How many seeds the experiment ran (finished or not)."""
+        return len(self.runs) + len(self.failed)
+
+    def missing_note(self) -> str:
+        """``"k of n seeds failed or missing"``, or empty when every seed is there."""
+        return f"{len(self.failed)} of {self.listed} seeds failed or missing" if self.failed else ""
 
     @property
     def label(self) -> str:
@@ -187,8 +241,16 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ShoalError(f"{folder} is not an experiment folder (no {MANIFEST}); pass a folder written by "
                          "`shoal train ALGO --env ID --seeds ...`")
     m = json.loads((folder / MANIFEST).read_text())
-    runs = {int(s): folder / m["runs"][s] for s, r in m["results"].items()
-            if r.get("status") == "ok" and (folder / m["runs"][s]).is_dir()}
+    runs: dict[int, Path] = {}
+    failed: dict[int, str] = {}
+    for s in m.get("seeds", []) or [int(k) for k in m["results"]]:
+        r, name = m["results"].get(str(s), {}), m["runs"].get(str(s))
+        if r.get("status") != "ok":
+            failed[int(s)] = r.get("error", r.get("status", "no result"))
+        elif not name or not (folder / name).is_dir():
+            failed[int(s)] = f"its run directory {name} is missing"
+        else:
+            runs[int(s)] = folder / name
     if not runs:
         raise ShoalError(f"no seed of the experiment in {folder} finished; see the errors in {folder / MANIFEST}")
-    return Experiment(folder, m["algo"], m["env"], dict(sorted(runs.items())))
+    return Experiment(folder, m["algo"], m["env"], dict(sorted(runs.items())), dict(sorted(failed.items())))

@@ -8,6 +8,7 @@ normalisation included, and needs neither shoal nor the training code to run:
 - recurrent policies: inputs ``obs``, ``h``, ``c`` (``[lstm_layers, B, lstm_hidden]`` float32,
   zeros at the start) and ``episode_start [B]`` (bool), outputs ``action``, ``h``, ``c``.
 
+Only what the policy computes is in the file: critics and target networks are left out.
 Observations are float32, uint8 for image envs (Atari frames as the env returns them) or
 int64 for Discrete observation spaces. What the inputs are, and the run's algorithm, env and
 action bounds, travel in the file: ONNX ``metadata_props`` key ``shoal``, TorchScript extra
@@ -33,6 +34,7 @@ from torch import nn
 
 from shoal.agents.greedy import GreedyRecurrent, greedy_module
 from shoal.errors import ConfigError
+from shoal.io.modes import make_default_mode
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 ONNX_OPSET = 17
@@ -99,8 +101,11 @@ def export_policy(builder: Any, networks: nn.Module, path: str | Path, fmt: str 
             if fmt == "onnx":
                 _export_onnx(module, args, inputs, outputs, tmp, meta)
             else:
-                traced = torch.jit.trace(module, args)
+                # Frozen: the weights the policy uses become constants, and the rest (critics, target
+                # networks) is left out of the file, as the ONNX exporter leaves it out.
+                traced = torch.jit.freeze(torch.jit.trace(module, args))
                 torch.jit.save(traced, str(tmp), _extra_files={"shoal.json": json.dumps(meta)})
+        make_default_mode(tmp)  # mkstemp's files are 0600; give the mode open() would
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -11,10 +11,13 @@ import csv
 import math
 import queue
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from shoal.errors import ShoalWarning
 
 BASE_COLUMNS = ["env_steps", "wall_time_s", "episode_return_mean", "episode_length_mean", "episodes", "sps", "eval_return_mean"]
 
@@ -35,7 +38,7 @@ class _TensorBoardThread(threading.Thread):
 
             writer = SummaryWriter(str(self.log_dir), flush_secs=10)
         except Exception as e:  # TensorBoard is optional at run time; CSV still works
-            self.error = str(e)
+            self.error = f"no TensorBoard writer: {e}"
             while self.q.get() is not None:
                 pass
             return
@@ -61,13 +64,28 @@ def preview_frames(frames: np.ndarray, longest_side: int = 240) -> np.ndarray:
     return np.ascontiguousarray(frames[:, ::stride, ::stride])
 
 
+def gif_timing(fps: int) -> tuple[int, int]:
+    """``(k, ms)``: keep every ``k``-th frame and show each for ``ms`` milliseconds, so a GIF plays at about real speed.
+
+    GIF frame delays are whole centiseconds, and browsers show delays under 2 cs as 10 cs: above
+    50 fps, frames are dropped (``k = ceil(fps / 50)``) so that each kept one lasts at least 2 cs.
+    """
+    fps = max(1, int(fps))
+    k = math.ceil(fps / 50)
+    return k, round(100 * k / fps) * 10
+
+
 def video_summary(tag: str, frames: np.ndarray, fps: int) -> Any:
-    """A TensorBoard image summary holding ``frames [T, H, W, C]`` (uint8) as an animated GIF, as add_video writes."""
+    """A TensorBoard image summary holding ``frames [T, H, W, C]`` (uint8) as an animated GIF, as add_video writes.
+
+    The GIF plays at about ``fps`` frames a second, within what GIF delays can say (:func:`gif_timing`).
+    """
     import imageio.v3 as iio
     from torch.utils.tensorboard.summary import Summary
 
     _, h, w, c = frames.shape
-    gif = iio.imwrite("<bytes>", frames, extension=".gif", duration=1000.0 / max(1, fps), loop=0)
+    step, duration_ms = gif_timing(fps)
+    gif = iio.imwrite("<bytes>", frames[::step], extension=".gif", duration=duration_ms, loop=0)
     image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif)
     return Summary(value=[Summary.Value(tag=tag, image=image)])
 
@@ -89,6 +107,14 @@ class MetricsLogger:
         if self.tb:
             self.tb.start()
         self.trackers = list(trackers or [])
+        self._tb_warned = False
+
+    def _warn_tensorboard(self) -> None:
+        """Warn (once) when the TensorBoard thread met an error: events or videos are then missing there."""
+        if self.tb is not None and self.tb.error and not self._tb_warned:
+            self._tb_warned = True
+            warnings.warn(f"TensorBoard is missing some events ({self.tb.error}); metrics.csv and the mp4s are complete",
+                          ShoalWarning, stacklevel=3)
 
     def truncate_after(self, env_steps: int) -> None:
         """Drop rows logged after ``env_steps`` (a resumed run re-does them)."""
@@ -147,6 +173,7 @@ class MetricsLogger:
             scalars = {k: float(v) for k, v in values.items()
                        if k != "env_steps" and isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
             if self.tb:
+                self._warn_tensorboard()
                 self.tb.q.put((step, scalars))
             for t in self.trackers:
                 t.log(step, scalars)
@@ -154,15 +181,24 @@ class MetricsLogger:
     def log_video(self, step: int, tag: str, path: Path, fps: int, frames: np.ndarray | None = None) -> None:
         """A video recorded at env step ``step``: its frames to TensorBoard (reduced), its mp4 to the trackers."""
         if self.tb and frames is not None:
+            self._warn_tensorboard()
             self.tb.q.put((step, (tag, preview_frames(frames), fps)))
         for t in self.trackers:
             t.log_video(step, tag, path, fps)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Flush everything; the trackers' runs end, marked failed when ``failed`` (the run raised)."""
         self.file.close()
         if self.tb:
             self.tb.q.put(None)
             self.tb.join(timeout=30)
+            self._warn_tensorboard()
         trackers, self.trackers = self.trackers, []
-        for t in trackers:
-            t.close()
+        first: BaseException | None = None
+        for t in trackers:  # every tracker is closed, even after one fails; the first failure is raised
+            try:
+                t.close(exit_code=1 if failed else 0)
+            except BaseException as e:
+                first = first or e
+        if first is not None:
+            raise first

@@ -195,6 +195,9 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
         if run.num_learners > 1 and not multi_learner(topology):
             raise ConfigError(f"the {topology} topology runs one learner, got num_learners={run.num_learners}; "
                               "use num_learners=1 or a topology with learner groups (local, impala)")
+        one_learner = ctx.builder().single_learner if run.num_learners > 1 else None
+        if one_learner:
+            raise ConfigError(f"{resolved.algo} cannot train with num_learners={run.num_learners}: {one_learner}")
         program = get_topology(topology)(ctx, run, backend, resolved.topology)
     except BaseException:
         backend.shutdown()
@@ -235,7 +238,10 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
         recent.extend(r["recent_returns"])
         recent_len.extend(r["recent_lengths"])
     atomic_write_text(run_dir / "run.json", json.dumps(meta, indent=2))
+    eval_env = run.eval_env or (evaluation_env_id(resolved.env_id) if isinstance(resolved.env, str) else resolved.env)
     try:
+        if run.capture_video:
+            check_video_env(eval_env)  # fail now, not after training (and before a tracker run is started)
         tracker = make_tracker(run.track, run_dir, resolved.to_yaml_dict(), run.wandb_project, run.wandb_entity, resuming)
     except BaseException:
         program.close()
@@ -250,27 +256,26 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
     metric_sums: dict[str, float] = {}
     metric_counts: dict[str, int] = {}  # per key: a program may report a metric in some iterations only
     window_steps, window_start = 0, time.perf_counter()
-    eval_env = run.eval_env or (evaluation_env_id(resolved.env_id) if isinstance(resolved.env, str) else resolved.env)
     bounds = None if spec.discrete else (spec.action_low, spec.action_high)
     next_eval = (env_steps // run.eval_every + 1) * run.eval_every if run.eval_every else None
     last_eval: dict[str, Any] | None = None
     video_every = run.video_every if run.capture_video else 0
     next_video = (env_steps // video_every + 1) * video_every if video_every else None
     last_video = -1
-    if run.capture_video:
-        try:
-            check_video_env(eval_env)  # fail now, not after the first video_every steps of training
-        except BaseException:
-            logger.close()
-            program.close()
-            raise
 
     def record(step: int) -> None:
         nonlocal last_video
-        video = record_video(program.eval_policy(), eval_env, run_dir / "videos" / f"step-{step:012d}.mp4", 1, eval_seed,
-                             run.video_max_frames, bounds, keep_frames=True)
-        logger.log_video(step, "eval/video", video.path, video.fps, video.images)
         last_video = step
+        try:
+            video = record_video(program.eval_policy(), eval_env, run_dir / "videos" / f"step-{step:012d}.mp4", 1,
+                                 eval_seed, run.video_max_frames, bounds, keep_frames=True)
+        except Exception as e:  # a video is a by-product: training and its evaluation go on without it
+            text = str(e).strip()
+            why = f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+            warnings.warn(f"could not record the video at step {step} ({why}); training goes on without it",
+                          ShoalWarning, stacklevel=2)
+            return
+        logger.log_video(step, "eval/video", video.path, video.fps, video.images)
 
     def run_eval() -> dict[str, Any]:
         res = evaluate(program.eval_policy(), eval_env, run.eval_episodes or 20, eval_seed, bounds, run.eval_max_steps)
@@ -312,6 +317,7 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
             warnings.warn(f"could not prune older checkpoints in {ckpt_dir} ({e}); they stay until the next checkpoint",
                           ShoalWarning, stacklevel=2)
 
+    failed = False
     try:
         with progress:
             while env_steps < run.steps:
@@ -365,9 +371,19 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
             result = last_eval if last_eval is not None and last_eval["env_steps"] == env_steps else run_eval()
             atomic_write_text(run_dir / "eval.json", json.dumps(result, indent=2))
         return Run(run_dir, resolved, env_steps, result, wall_offset + time.perf_counter() - start, history)
+    except BaseException:
+        failed = True
+        raise
     finally:
-        logger.close()
-        program.close()
+        try:
+            logger.close(failed=failed)  # finishes the tracker run (marked failed if training raised), which may fail
+        except Exception as e:
+            if not failed:
+                raise
+            # The run's own error is the one to see; the tracker's would hide it.
+            warnings.warn(f"the tracker could not finish its run ({type(e).__name__}: {e})", ShoalWarning, stacklevel=2)
+        finally:
+            program.close()
 
 
 @contextlib.contextmanager

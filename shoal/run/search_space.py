@@ -74,9 +74,14 @@ class Param:
 
     def decode(self, stored: Any) -> Any:
         """A value as Optuna stored it (e.g. in ``best_params``) back to the setting's value."""
-        if self.kind != "categorical":
-            return int(stored) if self.kind == "int" else float(stored)
-        return self.choices[self.labels().index(stored)]
+        try:
+            if self.kind != "categorical":
+                return int(stored) if self.kind == "int" else float(stored)
+            return self.choices[self.labels().index(stored)]
+        except (TypeError, ValueError):
+            raise ConfigError(f"the study stores {self.name}={stored!r}, which the search space cannot give back "
+                              f"(a {self.kind} parameter{' with choices ' + str(list(self.choices)) if self.choices else ''}); "
+                              "use the space the study was made with") from None
 
 
 def _param(algo: str, name: str, spec: Any, where: str) -> Param:

@@ -16,8 +16,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from shoal.errors import ShoalError
+from shoal.errors import ConfigError, ShoalError
 from shoal.run.experiments import Experiment
+
+
+def _rliable() -> Any:
+    try:
+        from rliable import library, metrics
+    except ImportError:
+        raise ConfigError("shoal report needs rliable, which is not installed; run pip install 'shoal[stats]'") from None
+    return library, metrics
 
 
 def common_grid(xs: Sequence[np.ndarray], points: int = 100) -> np.ndarray:
@@ -86,8 +94,7 @@ def final_returns(exp: Experiment) -> dict[int, float]:
 
 def _aggregates(scores: np.ndarray) -> np.ndarray:
     """``[mean, median, IQM]`` of a ``[runs, tasks]`` score matrix (rliable's estimators)."""
-    from rliable import metrics
-
+    _, metrics = _rliable()
     # rliable's aggregate_median is the median over tasks of per-task means: with one task it
     # is the mean, so the median here is over the runs (seeds) themselves.
     return np.array([metrics.aggregate_mean(scores), float(np.median(scores)), metrics.aggregate_iqm(scores)])
@@ -101,21 +108,25 @@ def summarize(scores: dict[str, Sequence[float]], reps: int = 2000, ci: float = 
     """Per name: number of seeds, mean, median, IQM and their stratified-bootstrap ``ci`` intervals.
 
     The intervals come from ``rliable.library.get_interval_estimates`` (percentile method,
-    ``reps`` resamples of the seeds, numpy's global generator seeded with ``seed`` for the call
-    and restored after it).
+    ``reps`` resamples of the seeds, numpy's global generator seeded with ``seed`` for each name
+    on its own, so a name's interval does not depend on the others in the table, and restored
+    after the call).
     """
-    from rliable import library
-
+    library, _ = _rliable()
     matrices = {k: np.asarray(v, dtype=np.float64).reshape(-1, 1) for k, v in scores.items()}
     # rliable's stratified bootstrap draws its resamples from numpy's global generator (np.random.choice),
-    # whatever random_state says: seed that generator for the call and give the caller's state back.
+    # whatever random_state says: seed that generator for each name and give the caller's state back.
     state = np.random.get_state()
+    points: dict[str, Any] = {}
+    intervals: dict[str, Any] = {}
     try:
-        np.random.seed(seed)
-        with warnings.catch_warnings():  # arch's notice that rliable hands it a RandomState
-            warnings.simplefilter("ignore", FutureWarning)
-            points, intervals = library.get_interval_estimates(matrices, _aggregates, reps=reps, confidence_interval_size=ci,
-                                                               random_state=np.random.RandomState(seed))
+        for k, m in matrices.items():
+            np.random.seed(seed)
+            with warnings.catch_warnings():  # arch's notice that rliable hands it a RandomState
+                warnings.simplefilter("ignore", FutureWarning)
+                p, i = library.get_interval_estimates({k: m}, _aggregates, reps=reps, confidence_interval_size=ci,
+                                                      random_state=np.random.RandomState(seed))
+            points[k], intervals[k] = p[k], i[k]
     finally:
         np.random.set_state(state)
     out: dict[str, dict[str, Any]] = {}
@@ -130,7 +141,10 @@ def summarize(scores: dict[str, Sequence[float]], reps: int = 2000, ci: float = 
 
 def experiment_report(paths: Sequence[str | Path], reps: int = 2000, ci: float = 0.95,
                       seed: int = 0) -> dict[str, dict[str, Any]]:
-    """The final-return table of the experiments in ``paths``, keyed by folder, with the per-seed returns."""
+    """The final-return table of the experiments in ``paths``, keyed by folder, with the per-seed returns.
+
+    Each row also says how many seeds the experiment listed and which failed or are missing.
+    """
     from shoal.run.experiments import load_experiment
 
     exps = [load_experiment(p) for p in paths]
@@ -138,7 +152,8 @@ def experiment_report(paths: Sequence[str | Path], reps: int = 2000, ci: float =
     table = summarize({k: list(v.values()) for k, v in finals.items()}, reps, ci, seed)
     for e in exps:
         row = table[str(e.path)]
-        row.update({"algo": e.algo, "env": e.env, "returns": {str(s): r for s, r in finals[str(e.path)].items()}})
+        row.update({"algo": e.algo, "env": e.env, "returns": {str(s): r for s, r in finals[str(e.path)].items()},
+                    "listed": e.listed, "failed": {str(s): why for s, why in e.failed.items()}})
     return table
 
 
@@ -158,4 +173,8 @@ def format_report(table: dict[str, dict[str, Any]], ci: float = 0.95) -> str:
             "(rliable)")
     if any(r["seeds"] < 3 for r in table.values()):
         note += "; fewer than 3 seeds give degenerate intervals"
+    for k, r in table.items():
+        if r.get("failed"):
+            note += (f"; {k}: {len(r['failed'])} of {r['listed']} seeds failed or missing "
+                     f"({' '.join(sorted(r['failed'], key=int))}), not counted")
     return "\n".join([*lines, note])

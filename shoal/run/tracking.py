@@ -34,8 +34,8 @@ class Tracker(Protocol):
     def log_video(self, step: int, tag: str, path: Path, fps: int) -> None:
         """An mp4 recorded at env step ``step``."""
 
-    def close(self) -> None:
-        """Flush and finish."""
+    def close(self, exit_code: int = 0) -> None:
+        """Flush and finish; ``exit_code`` 1 marks a run that raised."""
 
 
 class WandbTracker:
@@ -74,12 +74,14 @@ class WandbTracker:
         # The mp4 carries its own frame rate (W&B ignores fps for files).
         self.run.log({tag: self._wandb.Video(str(path), format="mp4"), "env_steps": step})
 
-    def close(self) -> None:
-        self.run.finish()
-        if self._wandb.run is None:
-            # finish() can return before W&B's service has written the run's file; stopping the service (when
-            # no other W&B run is active in this process) waits for it, so the run is complete when training returns.
-            self._wandb.teardown()
+    def close(self, exit_code: int = 0) -> None:
+        try:
+            self.run.finish(exit_code=exit_code)
+        finally:
+            if self._wandb.run is None:
+                # finish() can return before W&B's service has written the run's file; stopping the service (when no
+                # other W&B run is active in this process) waits for it, so the run is complete when training returns.
+                self._wandb.teardown()
 
 
 def make_tracker(kind: str, run_dir: Path, config: dict[str, Any], project: str, entity: str = "",

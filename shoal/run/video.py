@@ -1,15 +1,13 @@
-"""Videos of a policy: episodes rendered to mp4 by Gymnasium's RecordVideo, encoded by imageio-ffmpeg.
+"""Videos of a policy: episodes rendered frame by frame and streamed to an mp4 by imageio-ffmpeg.
 
-RecordVideo captures the frames (one at each reset and after each step); its mp4 is written
-by imageio-ffmpeg (which brings its own ffmpeg binary) rather than by moviepy, whose writer
-drops the last frame of some videos (float rounding of ``frames / fps * fps``, e.g. 25 frames
-at 15 fps come out as 24). RecordVideo still needs moviepy installed.
+Each frame (one at each reset and after each step) goes to the encoder as soon as it is
+rendered, so a video of any length holds one frame in memory; imageio-ffmpeg brings its own
+ffmpeg binary. Every frame is kept (moviepy's writer drops the last frame of some videos).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +17,12 @@ import numpy as np
 
 from shoal.core.interfaces import Policy
 from shoal.envs.render import render_env
-from shoal.errors import ConfigError
+from shoal.errors import ConfigError, EnvError, ShoalError
+from shoal.io.modes import make_default_mode
 from shoal.run.evaluate import evaluation_env
+
+#: Longest side of the reduced frames a video keeps for TensorBoard (``keep_frames``).
+PREVIEW_SIDE = 240
 
 
 @dataclass
@@ -35,53 +37,85 @@ class Video:
     lengths: list[int] = field(default_factory=list)
     """Agent steps of each episode shown."""
     images: np.ndarray | None = None
-    """The frames ``[T, H, W, 3]`` uint8, when asked for (``keep_frames``)."""
+    """Every frame reduced to at most :data:`PREVIEW_SIDE` pixels a side, ``[T, h, w, 3]`` uint8, when asked for
+    (``keep_frames``); the full-size frames are only in the mp4."""
+
+
+def preview_stride(height: int, width: int, longest_side: int = PREVIEW_SIDE) -> int:
+    """The whole stride that brings a ``height x width`` frame's longest side to at most ``longest_side``."""
+    return max(1, -(-max(height, width) // longest_side))
+
+
+class Mp4Writer:
+    """Streams RGB frames ``[H, W, 3]`` uint8 into an H.264 mp4, every frame kept (odd sizes padded by a pixel)."""
+
+    def __init__(self, path: str | Path, fps: int) -> None:
+        self.path, self.fps = Path(path), fps
+        self.size: tuple[int, int] | None = None  # (width, height), set by the first frame
+        self._gen: Any = None
+
+    def send(self, frame: np.ndarray) -> None:
+        """Encode one frame; every frame must have the first one's size."""
+        f = np.asarray(frame, np.uint8)[..., :3]
+        if self._gen is None:
+            import imageio_ffmpeg
+
+            h, w = f.shape[:2]
+            self.size = (w + w % 2, h + h % 2)  # yuv420p needs even sizes
+            self._gen = imageio_ffmpeg.write_frames(str(self.path), self.size, fps=self.fps, codec="libx264",
+                                                    pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=1,
+                                                    ffmpeg_log_level="error")
+            self._gen.send(None)
+        assert self.size is not None
+        w, h = self.size
+        if f.shape[:2] != (h, w):
+            if f.shape[0] > h or f.shape[1] > w or f.shape[0] < h - 1 or f.shape[1] < w - 1:
+                raise EnvError(f"the env rendered a {f.shape[1]}x{f.shape[0]} frame after {w}x{h} ones; "
+                               "videos need frames of one size")
+            f = np.pad(f, ((0, h - f.shape[0]), (0, w - f.shape[1]), (0, 0)), mode="edge")
+        self._gen.send(np.ascontiguousarray(f))
+
+    def close(self) -> None:
+        """Finish the file (it is complete once this returns)."""
+        if self._gen is not None:
+            gen, self._gen = self._gen, None
+            gen.close()
 
 
 def write_mp4(path: str | Path, frames: list[np.ndarray], fps: int) -> None:
     """Encode RGB frames ``[H, W, 3]`` uint8 as an H.264 mp4, every frame kept (odd sizes padded by a pixel)."""
-    import imageio_ffmpeg
-
-    h, w = frames[0].shape[:2]
-    size = (w + w % 2, h + h % 2)  # yuv420p needs even sizes
-    writer = imageio_ffmpeg.write_frames(str(path), size, fps=fps, codec="libx264", pix_fmt_in="rgb24",
-                                         pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
-    writer.send(None)
+    writer = Mp4Writer(path, fps)
     try:
         for f in frames:
-            f = np.asarray(f, np.uint8)[..., :3]
-            if f.shape[:2] != (size[1], size[0]):
-                f = np.pad(f, ((0, size[1] - f.shape[0]), (0, size[0] - f.shape[1]), (0, 0)), mode="edge")
-            writer.send(np.ascontiguousarray(f))
+            writer.send(f)
     finally:
         writer.close()
-
-
-def _recorder(env: Any, folder: Path, max_frames: int, fps: int) -> Any:
-    """RecordVideo over ``env`` keeping one recording across resets, written by :func:`write_mp4`."""
-    from gymnasium.wrappers import RecordVideo
-
-    class _Recorder(RecordVideo):
-        def stop_recording(self) -> None:
-            assert self.recording, "stop_recording was called, but no recording was started"
-            if self.recorded_frames:
-                frames = [np.asarray(f) for f in self.recorded_frames]
-                write_mp4(Path(self.video_folder) / f"{self._video_name}.mp4", frames, self.frames_per_sec)
-            self.recorded_frames = []
-            self.recording = False
-            self._video_name = None
-
-    # A finite video_length keeps one recording across resets: every episode lands in the same file.
-    return _Recorder(env, str(folder), episode_trigger=lambda i: i == 0, video_length=max_frames, name_prefix="video",
-                     fps=fps, disable_logger=True)
 
 
 def _check_video_deps() -> None:
     try:
         import imageio_ffmpeg  # noqa: F401
-        import moviepy  # noqa: F401
     except ImportError:
-        raise ConfigError("videos need moviepy and imageio-ffmpeg; install them with: pip install 'shoal[video]'") from None
+        raise ConfigError("videos need imageio-ffmpeg; install it with: pip install 'shoal[video]'") from None
+
+
+def check_video_options(path: str | Path, episodes: int = 1, max_frames: int = 1) -> Path:
+    """The mp4 ``path``, or the one-line error :func:`record_video` would raise for these options."""
+    _check_video_deps()
+    if episodes < 1 or max_frames < 1:
+        raise ConfigError(f"a video needs episodes >= 1 and max_frames >= 1, got {episodes} and {max_frames}")
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ConfigError(f"videos are written as mp4, got {str(path)!r}; name the file e.g. video.mp4")
+    return path
+
+
+def _frame(env: Any) -> np.ndarray:
+    frame = env.render()
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[-1] not in (3, 4):
+        raise EnvError(f"the env's render() returned {type(frame).__name__} "
+                       f"{getattr(frame, 'shape', '')}, not an RGB frame [H, W, 3]; videos need rgb_array frames")
+    return frame
 
 
 def record_video(policy: Policy, env: Any, path: str | Path, episodes: int = 1, seed: int = 0, max_frames: int = 1000,
@@ -91,68 +125,82 @@ def record_video(policy: Policy, env: Any, path: str | Path, episodes: int = 1, 
 
     ``env`` is played as evaluation plays it (Atari: the full game, real rewards). One frame
     is written at each reset and after each step, so an episode of ``L`` steps gives ``L + 1``
-    frames; recording stops at ``max_frames`` frames. ``policy`` takes a batch of
-    observations, as evaluation's does; continuous actions are clipped to ``action_bounds``.
-    A policy that carries state from call to call (an LSTM's) must start each episode afresh:
-    ``fresh_policy()`` then makes the policy of every episode after the first. The file is
-    written in full or not at all.
+    frames; recording stops at ``max_frames`` frames, and an episode starts only if it can
+    show at least one step. ``policy`` takes a batch of observations, as evaluation's does;
+    continuous actions are clipped to ``action_bounds``. A policy that carries state from
+    call to call (an LSTM's) must start each episode afresh: ``fresh_policy()`` then makes the
+    policy of every episode after the first. ``keep_frames`` also returns the frames, reduced
+    (:attr:`Video.images`). The file is written in full or not at all.
     """
-    _check_video_deps()
-    if episodes < 1 or max_frames < 1:
-        raise ConfigError(f"a video needs episodes >= 1 and max_frames >= 1, got {episodes} and {max_frames}")
-    path = Path(path)
-    if path.suffix.lower() != ".mp4":
-        raise ConfigError(f"videos are written as mp4, got {str(path)!r}; name the file e.g. video.mp4")
+    path = check_video_options(path, episodes, max_frames)
     path.parent.mkdir(parents=True, exist_ok=True)
     made, fps = render_env(evaluation_env(env))
-    tmp = Path(tempfile.mkdtemp(prefix=".video-", dir=path.parent))
-    rec = _recorder(made, tmp / "out", max_frames, fps)
     out = Video(path, 0, fps)
-    images: list[np.ndarray] = []
+    previews: list[np.ndarray] = []
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    writer = Mp4Writer(tmp, fps)
+
+    def capture() -> None:
+        frame = _frame(made)
+        writer.send(frame)
+        if keep_frames:
+            stride = preview_stride(frame.shape[0], frame.shape[1])
+            previews.append(np.array(frame[::stride, ::stride, :3], np.uint8))
+        out.frames += 1
+
     try:
         for ep in range(episodes):
-            if out.frames >= max_frames:
-                break
+            if ep > 0 and out.frames + 2 > max_frames:
+                break  # no room for a reset frame and one step
             if ep > 0 and fresh_policy is not None:
                 policy = fresh_policy()
-            obs, _ = rec.reset(seed=seed + ep)
-            out.frames += 1
+            obs, _ = made.reset(seed=seed + ep)
+            capture()
             ret, length, done = 0.0, 0, False
             while not done and out.frames < max_frames:
                 action = np.asarray(policy(np.asarray(obs)[None]))[0]
                 if action_bounds is not None:
                     action = np.clip(action, *action_bounds)
-                obs, reward, terminated, truncated, _ = rec.step(action)
+                obs, reward, terminated, truncated, _ = made.step(action)
                 ret += float(reward)
                 length += 1
-                out.frames += 1
+                capture()
                 done = bool(terminated or truncated)
             out.returns.append(ret)
             out.lengths.append(length)
-        if keep_frames:
-            images = list(rec.recorded_frames)
-    except BaseException:
-        rec.recording = False  # nothing half-written: drop the frames instead of saving them
-        rec.recorded_frames = []
-        rec.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        rec.close()  # writes tmp/out/video-episode-0.mp4
-        written = tmp / "out" / "video-episode-0.mp4"
-        os.replace(written, path)
+        writer.close()
+        make_default_mode(tmp)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if keep_frames:
-        out.images = np.stack(images) if images else None
+        writer.close()
+        made.close()
+        tmp.unlink(missing_ok=True)
+    if keep_frames and previews:
+        out.images = np.stack(previews)
     return out
 
 
 def check_video_env(env: Any) -> None:
-    """Raise the error recording would raise if ``env`` (played as evaluation plays it) cannot be filmed."""
+    """Raise, as one line, the error recording would raise if ``env`` (played as evaluation plays it) cannot be filmed.
+
+    The env is made, reset (seed 0) and rendered once.
+    """
     _check_video_deps()
     made, _ = render_env(evaluation_env(env))
-    made.close()
+    try:
+        made.reset(seed=0)
+        _frame(made)
+    except ShoalError:
+        raise
+    except Exception as e:
+        text = str(e).strip()
+        why = f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+        raise EnvError(f"the env cannot render a frame ({why}); without a display, choose a headless GL backend "
+                       "for MuJoCo with MUJOCO_GL=egl or MUJOCO_GL=osmesa, or train without capture_video") from None
+    finally:
+        made.close()
 
 
 def record_run_video(run_dir: str | Path, path: str | Path, episodes: int = 1, seed: int | None = None,

@@ -191,6 +191,8 @@ def make_program(ctx: NodeContext, run: RunConfig, backend: Backend, settings: A
 
 def misfit(builder: Any) -> str | None:
     """Why this topology cannot run ``builder``'s algorithm (None: it fits)."""
+    if builder.local_only:
+        return str(builder.local_only)
     if not builder.rollout_actor_critic:
         return "its workers compute actor-critic gradients; use a3c or a2c"
     if not builder.gradients_as_values:

@@ -102,6 +102,8 @@ def idle_report(call_s: float, idle_s: float, blocked_s: float, env_restarts: in
 
 def actor_critic_misfit(builder: Any) -> str | None:
     """Why a topology carrying actor-critic rollouts (impala, seed, ga3c) cannot run ``builder``'s algorithm."""
+    if builder.local_only:
+        return str(builder.local_only)
     if not builder.rollout_actor_critic:
         return "it carries actor-critic rollouts with behaviour log-probs; use ppo, a2c, impala, appo, a3c or ga3c"
     return None

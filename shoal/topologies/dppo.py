@@ -357,6 +357,8 @@ def make_program(ctx: NodeContext, run: RunConfig, backend: Backend, settings: D
 
 def misfit(builder: Any) -> str | None:
     """Why this topology cannot run ``builder``'s algorithm (None: it fits)."""
+    if builder.local_only:
+        return str(builder.local_only)
     if not builder.rollout_actor_critic:
         return "its workers compute actor-critic gradients; use dppo or ppo"
     if not builder.gradients_as_values:

@@ -63,8 +63,9 @@ def test_q_learning_with_the_same_settings_does_not_find_it_within_2000_steps(tm
 BLOCKING = "shoal/BlockingMaze-v0"
 
 
-def _blocking_maze_episode_ends(plus: bool, seed: int) -> list[int]:
-    """The env steps at which the episodes of a shipped-config ``dyna_q`` run on the blocking maze end.
+def _blocking_maze_run(plus: bool, seed: int) -> tuple[list[int], np.ndarray]:
+    """The env steps at which the episodes of a shipped-config ``dyna_q`` run on the blocking maze end,
+    and its final Q-table.
 
     One actor on one env copy and the learner share the Q-table (``rollout_length`` 1: the actor
     always acts on the newest table), with the seeds the ``local`` topology derives; the run's
@@ -94,7 +95,7 @@ def _blocking_maze_episode_ends(plus: bool, seed: int) -> list[int]:
             learner.step([actor.drain()])
     finally:
         env.close()
-    return ends
+    return ends, learner.q.copy()
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +105,12 @@ def shipped_dyna_q_plus_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_the_direct_blocking_maze_loop_is_the_runners(shipped_dyna_q_plus_run) -> None:
+    from shoal.agents.tabular.render import load_q_table
+
+    ends, q = _blocking_maze_run(True, 0)
     last = shipped_dyna_q_plus_run.history[-1]
-    assert last["env_steps"] == 3000
-    assert last["episodes"] == len(_blocking_maze_episode_ends(True, 0)) > 0
+    assert last["env_steps"] == 3000 and last["episodes"] == len(ends) > 0
+    np.testing.assert_array_equal(q, load_q_table(shipped_dyna_q_plus_run.run_dir))  # the same run, update for update
 
 
 def test_the_final_blocking_maze_evaluation_walks_the_new_path(shipped_dyna_q_plus_run) -> None:
@@ -123,5 +127,5 @@ def test_dyna_q_plus_collects_more_reward_than_dyna_q_on_the_blocking_maze() -> 
     The maze pays +1 only when an episode reaches the goal, and ends it there, so the cumulative
     reward is the number of finished episodes by step 3,000.
     """
-    total = {plus: np.array([len(_blocking_maze_episode_ends(plus, s)) for s in range(10)], float) for plus in (False, True)}
+    total = {plus: np.array([len(_blocking_maze_run(plus, s)[0]) for s in range(10)], float) for plus in (False, True)}
     assert total[True].mean() > total[False].mean(), total

@@ -48,3 +48,33 @@ def test_recurrent_ppo_resumes_from_its_checkpoint(tmp_path):
     assert resumed.env_steps == 1024
     tree, _ = load_checkpoint(list_checkpoints(resumed.run_dir / "checkpoints")[-1])
     assert tree["program"]["learner"]["version"] == 4
+
+
+@pytest.mark.parametrize("topology", ["impala", "seed", "ga3c", "a3c", "dppo"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_recurrent_runs_on_the_local_topology_only(algo, topology):
+    from shoal.agents import registry
+    from shoal.config import build
+    from shoal.envs import env_spec
+    from shoal.topologies import misfit
+
+    spec = registry.get(algo)
+    recurrent = spec.builder_cls()(build(spec.config_cls(), {"recurrent": True}), env_spec(ENV), total_steps=1000)
+    assert misfit(topology, recurrent) == ("recurrent=true runs on the local topology only; drop --topology or set "
+                                           "recurrent=false")
+    assert misfit("local", recurrent) is None
+
+
+def test_recurrent_with_a_learner_group_is_a_one_line_error_before_anything_is_placed(tmp_path, capsys, monkeypatch):
+    from shoal.cli import main
+    from shoal.topologies import local
+
+    def never(*args, **kwargs):
+        raise AssertionError("a learner group was placed")
+
+    monkeypatch.setattr(local, "spawn_learners", never)
+    code = main(["train", "ppo", "--env", ENV, "--num-learners", "2", "--steps", "512", "--run-dir",
+                 str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "recurrent=true trains with one learner; drop --num-learners or set it to 1" in err[0]

@@ -77,8 +77,10 @@ def _adder_items(rewards: list[float], terminated_at: int | None, truncated_at: 
     adder.add_first(obs)
     for k, r in enumerate(rewards):
         term, trunc = np.array([k == terminated_at]), np.array([k == truncated_at])
-        nxt = np.full((1, 1), k + 1, np.float32)
-        adder.add(np.zeros((1, 1), np.float32), StepResult(nxt, np.array([r], np.float32), term, trunc, nxt))
+        final = np.full((1, 1), k + 1, np.float32)  # the observation the step reached
+        # At an episode end the env has already reset: next_obs is the new episode's first, a different one.
+        nxt = np.full((1, 1), -100.0, np.float32) if (term[0] or trunc[0]) else final
+        adder.add(np.zeros((1, 1), np.float32), StepResult(nxt, np.array([r], np.float32), term, trunc, final))
     items = adder.drain()
     assert items is not None
     return items
@@ -109,6 +111,8 @@ def test_n_step_windows_ending_in_termination_collapse_and_in_truncation_bootstr
     # Windows from steps 0, 1, 2: rewards 1 + 1 + 1 = 3, 2 + 2 = 4 and 4, over 3, 2 and 1 steps.
     for items in (terminated, truncated):
         assert np.allclose(items["reward"], [3.0, 4.0, 4.0])
+    # Truncated windows bootstrap from the observation the last step reached (final_obs, 3), not the reset one.
+    assert np.allclose(truncated["next_obs"][:, 0], 3.0)
     assert np.allclose(terminated["discount"], 0.0)
     assert np.allclose(truncated["discount"], [gamma ** 3, gamma ** 2, gamma])
     for i, (r_sum, bootstrap) in enumerate([(3.0, 0.5), (4.0, 1.0), (4.0, 2.0)]):

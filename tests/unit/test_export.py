@@ -22,13 +22,18 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 ATARI = EnvSpec("ALE/Breakout-v5", (4, 84, 84), np.dtype(np.uint8), True, 4)
+#: Two action dimensions with bounds neither symmetric nor alike.
+ASYMMETRIC = EnvSpec("Asymmetric", (3,), np.dtype(np.float32), False, 2,
+                     np.array([-1.1, 0.0], np.float32), np.array([3.3, 1.0], np.float32))
 
 
 def _agent(algo: str, spec: EnvSpec, **settings):
     """A builder and fresh networks, with observation statistics and weights made far from their defaults."""
     s = registry.get(algo)
     builder = s.builder_cls()(build(s.config_cls(), settings), spec, seed=3)
-    net = builder.make_networks()
+    with torch.random.fork_rng(devices=[]):  # the initial weights are drawn from torch's global generator
+        torch.manual_seed(11)
+        net = builder.make_networks()
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for m in net.modules():
@@ -36,9 +41,13 @@ def _agent(algo: str, spec: EnvSpec, **settings):
                 m.mean.copy_(torch.randn(m.mean.shape, generator=gen))
                 m.var.copy_(torch.rand(m.var.shape, generator=gen) * 4 + 0.25)
         # Actor-critic policy heads start near zero (gain 0.01): scale them up so that actions differ across
-        # inputs (and continuous ones reach the clipped bounds), and every other parameter a little.
+        # inputs (and Gaussian means, some past the clipped bounds). DDPG/TD3/SAC actors stay as made:
+        # scaled, their tanh would saturate at the bounds for every input. Every other parameter grows a little.
         for name, p in net.named_parameters():
-            p.mul_(400.0 if name.startswith("pi.") else 3.0)
+            if name.startswith("pi.") and not name.endswith("log_std"):
+                p.mul_(400.0)
+            elif not name.startswith(("policy.", "policy_target.")):
+                p.mul_(3.0)
     return builder, net
 
 
@@ -46,7 +55,7 @@ def _observations(spec: EnvSpec, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if spec.obs_dtype == np.uint8:
         return rng.integers(0, 256, (n, *spec.obs_shape), dtype=np.uint8)
-    return (rng.normal(size=(n, *spec.obs_shape)) * 3).astype(np.float32)
+    return (rng.normal(size=(n, *spec.obs_shape)) * 5).astype(np.float32)
 
 
 def _shoal_actions(builder, net, obs: np.ndarray) -> np.ndarray:
@@ -66,9 +75,14 @@ def _onnx_actions(path, obs: np.ndarray) -> np.ndarray:
     ("sac", "Pendulum-v1", {"normalize_obs": True}),
     ("td3", "Pendulum-v1", {"normalize_obs": True}),
     ("ppo", "Pendulum-v1", {"normalize_obs": True}),
+    ("ddpg", "Pendulum-v1", {"normalize_obs": True}),
+    ("dqn", "CartPole-v1", {"dueling": True}),
+    ("sac", ASYMMETRIC, {}),
+    ("td3", ASYMMETRIC, {}),
+    ("ppo", ASYMMETRIC, {}),
 ])
 def test_onnx_mlp_policy_matches_the_agents_greedy_actions(tmp_path, algo, spec_id, settings):
-    spec = env_spec(spec_id)
+    spec = spec_id if isinstance(spec_id, EnvSpec) else env_spec(spec_id)
     builder, net = _agent(algo, spec, **settings)
     path = export_policy(builder, net, tmp_path / "policy.onnx")
     obs = _observations(spec, 64)  # another batch size than the export traced with
@@ -81,9 +95,13 @@ def test_onnx_mlp_policy_matches_the_agents_greedy_actions(tmp_path, algo, spec_
         assert got.dtype == np.float32 and got.shape == (64, spec.num_actions)
         np.testing.assert_allclose(got, want, atol=1e-5)
         assert np.ptp(want) > 0.1
+        bounds = np.stack([spec.action_low, spec.action_high])
         if algo == "ppo":  # Gaussian means beyond the bounds are clipped, as evaluation clips them
-            assert np.isin(want, [-2.0, 2.0]).any() and not np.isin(want, [-2.0, 2.0]).all()
-        assert (got >= spec.action_low - 1e-6).all() and (got <= spec.action_high + 1e-6).all()
+            at_bound = (want == bounds[0]) | (want == bounds[1])
+            assert at_bound.any() and not at_bound.all()
+        assert (got >= spec.action_low).all() and (got <= spec.action_high).all()
+        for d in range(spec.num_actions):  # actions spread over each dimension's own range
+            assert np.ptp(want[:, d]) > 0.2 * (spec.action_high[d] - spec.action_low[d])
 
 
 @pytest.mark.parametrize("algo", ["dqn", "ppo"])
@@ -163,6 +181,121 @@ def test_recurrent_policy_exports_as_one_step_with_its_lstm_state(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
     carried = sess.run(None, {"obs": seq[0], "h": h, "c": c, "episode_start": np.zeros(B, bool)})
     assert not np.allclose(carried[1], fresh[1])
+
+
+def _onnx_step(path):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda obs, h, c, start: sess.run(None, {"obs": obs, "h": h, "c": c, "episode_start": start})
+
+
+def _torchscript_step(path):
+    module = torch.jit.load(str(path))
+
+    def step(obs, h, c, start):
+        out = module(*(torch.from_numpy(x) for x in (obs, h, c, start)))
+        return [t.numpy() for t in out]
+    return step
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("spec_id", ["CartPole-v1", "Pendulum-v1"])
+def test_recurrent_policy_steps_match_the_agent_in_both_formats(tmp_path, fmt, spec_id):
+    spec = env_spec(spec_id)
+    builder, net = _agent("ppo", spec, recurrent=True, normalize_obs=True, lstm_hidden=16)
+    path = export_policy(builder, net, tmp_path / ("lstm.onnx" if fmt == "onnx" else "lstm.pt"), fmt)
+    step = _onnx_step(path) if fmt == "onnx" else _torchscript_step(path)
+    B = 5
+    policy = builder.make_policy(net, evaluation=True)
+    h = np.zeros((net.lstm_layers, B, net.lstm_hidden), np.float32)
+    c, start = np.zeros_like(h), np.ones(B, bool)
+    wants = []
+    for t in range(8):
+        obs = _observations(spec, B, seed=200 + t)
+        want = policy(obs)
+        if not spec.discrete:
+            want = np.clip(want, spec.action_low, spec.action_high)
+        got, h, c = step(obs, h, c, start)
+        if spec.discrete:
+            np.testing.assert_array_equal(got, want, err_msg=f"step {t}")
+        else:
+            assert got.dtype == np.float32 and got.shape == (B, 1)
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"step {t}")
+            assert (got >= spec.action_low).all() and (got <= spec.action_high).all()
+        wants.append(want)
+        start = np.zeros(B, bool)
+    assert len(np.unique(np.concatenate(wants))) > 1
+
+
+def test_mixed_episode_start_resets_only_its_own_rows(tmp_path):
+    spec = env_spec("Pendulum-v1")
+    builder, net = _agent("ppo", spec, recurrent=True, lstm_hidden=16)
+    step = _onnx_step(export_policy(builder, net, tmp_path / "lstm.onnx"))
+    B = 6
+    h = np.zeros((net.lstm_layers, B, net.lstm_hidden), np.float32)
+    c, start = np.zeros_like(h), np.ones(B, bool)
+    for t in range(4):  # a carried state, different in every row
+        _, h, c = step(_observations(spec, B, seed=300 + t), h, c, start)
+        start = np.zeros(B, bool)
+    obs = _observations(spec, B, seed=400)
+    mixed = np.array([True, False, True, False, False, True])
+    (a, h_out, c_out), fresh, carried = step(obs, h, c, mixed), step(obs, h, c, np.ones(B, bool)), step(obs, h, c, np.zeros(B, bool))
+    np.testing.assert_allclose(a[mixed], fresh[0][mixed], atol=1e-6)
+    np.testing.assert_allclose(a[~mixed], carried[0][~mixed], atol=1e-6)
+    for i, state in ((1, h_out), (2, c_out)):  # [layers, B, hidden]: the batch is axis 1
+        np.testing.assert_allclose(state[:, mixed], fresh[i][:, mixed], atol=1e-6)
+        np.testing.assert_allclose(state[:, ~mixed], carried[i][:, ~mixed], atol=1e-6)
+        assert not np.allclose(fresh[i][:, ~mixed], carried[i][:, ~mixed])  # the kept states matter
+
+
+def test_continuous_actions_at_a_saturated_tanh_stay_inside_the_bounds(tmp_path):
+    # In float32, bias - scale lands one rounding step below these lows: the exported actor must clip.
+    low, high = np.array([-1.1, 1.0663577], np.float32), np.array([3.3, 4.740891], np.float32)
+    spec = EnvSpec("Rounding", (3,), np.dtype(np.float32), False, 2, low, high)
+    builder, net = _agent("ddpg", spec)
+    with torch.no_grad():
+        net.policy.net[-1].bias.fill_(-1e3)  # tanh(-1000) == -1 exactly
+    path = export_policy(builder, net, tmp_path / "p.onnx")
+    obs = _observations(spec, 16)
+    got = _onnx_actions(path, obs)
+    assert (net.scale_action(-torch.ones(2)).numpy() < low).all()  # unclipped, the action leaves the bounds
+    np.testing.assert_array_equal(got, np.broadcast_to(low, got.shape))
+    np.testing.assert_array_equal(got, _shoal_actions(builder, net, obs))
+
+
+def _stored_tensor_bytes(path, fmt: str) -> int:
+    """Bytes of the weights a file stores: ONNX initializers, or the tensor records of a TorchScript zip."""
+    if fmt == "onnx":
+        import onnx
+
+        return sum(len(t.raw_data) or 4 * int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        return sum(i.file_size for i in z.infolist() if "/data/" in i.filename or "/constants/" in i.filename)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_files_hold_the_actor_but_not_the_critics(tmp_path, fmt):
+    spec = env_spec("Pendulum-v1")
+    builder, net = _agent("ddpg", spec)
+    actor = 4 * sum(p.numel() for n, p in net.named_parameters() if n.startswith("policy."))
+    critics = 4 * sum(p.numel() for n, p in net.named_parameters() if n.startswith("critic"))
+    assert critics > actor
+    path = export_policy(builder, net, tmp_path / ("p.onnx" if fmt == "onnx" else "p.pt"), fmt)
+    stored = _stored_tensor_bytes(path, fmt)
+    assert actor <= stored < actor + 1024  # the actor's weights and a few small buffers (action scale, bias)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_files_get_the_mode_open_gives(tmp_path, fmt):
+    ref = tmp_path / "ref"
+    ref.write_text("")
+    mode = ref.stat().st_mode & 0o777
+    if mode == 0o600:
+        pytest.skip("the umask here makes private files anyway")
+    builder, net = _agent("ppo", env_spec("CartPole-v1"))
+    path = export_policy(builder, net, tmp_path / ("p.onnx" if fmt == "onnx" else "p.pt"), fmt)
+    assert path.stat().st_mode & 0o777 == mode  # readable by whoever the umask lets read, not 0600
 
 
 def test_r2d2_policy_exports_as_one_step_of_its_recurrent_q_network(tmp_path):

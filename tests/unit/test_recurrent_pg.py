@@ -9,6 +9,7 @@ import torch
 from shoal.agents import registry
 from shoal.agents.pg.builder import ActorCriticBuilder
 from shoal.agents.pg.config import A2CConfig, ImpalaConfig, PPOConfig
+from shoal.agents.pg.loss import adapt_kl_beta
 from shoal.agents.pg.recurrent import RecurrentActorCritic, RecurrentPolicy, RecurrentRolloutActor, select_columns
 from shoal.agents.pg.recurrent_learner import RecurrentActorCriticLearner, from_sequences, to_sequences
 from shoal.core.types import EnvSpec, Rollout, StepResult
@@ -19,10 +20,10 @@ from shoal.io.checkpoint import load_checkpoint, save_checkpoint
 ENV = "shoal/CartPoleNoVel-v1"
 
 
-def _builder(seed: int = 0, **kw) -> ActorCriticBuilder:
+def _builder(seed: int = 0, env: str = ENV, **kw) -> ActorCriticBuilder:
     cfg = PPOConfig(recurrent=True, lstm_hidden=8, hidden=(16,), num_envs=4, rollout_length=kw.pop("T", 32),
                     minibatch_size=kw.pop("minibatch_size", 0), **kw)
-    return ActorCriticBuilder(cfg, env_spec(ENV), total_steps=10_000, seed=seed)
+    return ActorCriticBuilder(cfg, env_spec(env), total_steps=10_000, seed=seed)
 
 
 def _net(b: ActorCriticBuilder) -> RecurrentActorCritic:
@@ -87,18 +88,22 @@ def test_stored_start_states_equal_the_actors_carried_state():
     actor = b.make_actor(net, 4, seed=2)
     env = make_vec_env(ENV, 4, seed=5)
     actor.observe_first(env.obs)
+    end_of_previous = net.initial_state(4)
     for rollout_index in range(2):
-        seen = []
-        for t in range(32):
-            if t % 8 == 0:
-                seen.append(net.pack_state(actor.state_now).numpy().copy())
-            action = actor.select_action(env.obs)
-            actor.observe(action, env.step(action))
-        rollout = actor.drain()
-        assert rollout.extras["lstm_state"].shape == (4, 4, net.state_size)
-        np.testing.assert_array_equal(rollout.extras["lstm_state"], np.stack(seen))
-        if rollout_index == 1:  # the second rollout starts from the state the first one ended with
-            assert np.abs(seen[0]).sum() > 0
+        rollout = _collect(actor, env, 32)
+        stored = rollout.extras["lstm_state"]
+        assert stored.shape == (4, 4, net.state_size)
+        obs, starts = torch.as_tensor(rollout.obs), torch.as_tensor(rollout.extras["starts"])
+        assert starts[1:].any(), "episodes must start inside the rollout"
+        with torch.no_grad():  # each stored state rebuilt by running the network from the rollout's first one
+            for k in range(1, 4):
+                _, _, s = net(obs[:8 * k], net.unpack_state(torch.as_tensor(stored[0])), starts[:8 * k])
+                np.testing.assert_allclose(stored[k], net.pack_state(s).numpy(), atol=1e-6)
+            # the first one is where the previous rollout's steps left the state (zero before the first rollout)
+            np.testing.assert_allclose(stored[0], net.pack_state(end_of_previous).numpy(), atol=1e-6)
+            _, _, end_of_previous = net(obs, net.unpack_state(torch.as_tensor(stored[0])), starts)
+        if rollout_index == 1:  # the second rollout starts from the state the first one ended with, not zero
+            assert np.abs(stored[0]).sum() > 0
     # pack/unpack are inverse
     state = tuple(torch.randn(1, 4, 8) for _ in range(4))
     for a, c in zip(net.unpack_state(net.pack_state(state)), state):
@@ -135,6 +140,29 @@ def test_a_truncated_episode_is_valued_from_its_own_state_and_the_bootstrap_from
     assert r.final_values[2, 1] == pytest.approx(float(v_final[1]), abs=1e-6)
     assert r.final_values[2, 0] == 0 and np.count_nonzero(r.final_values) == 1
     np.testing.assert_allclose(r.bootstrap_value, v_boot.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("env", [ENV, "Pendulum-v1"])
+def test_learner_recomputes_the_actors_log_probs_and_values_with_normalised_obs_across_an_update(env):
+    """The shipped normalize_obs=true: after an update moved the weights and observation statistics and the
+    actor adopted them, the learner recomputes the next rollout's log-probs and values (discrete and Gaussian)."""
+    b = _builder(env=env, sequence_length=8, minibatch_size=16, epochs=2, normalize_obs=True)
+    actor_net = _net(b)
+    actor = b.make_actor(actor_net, 4, seed=1)
+    vec = make_vec_env(env, 4, seed=3)
+    actor.observe_first(vec.obs)
+    learner = b.make_learner(_net(b), {})
+    assert isinstance(learner, RecurrentActorCriticLearner)
+    learner.step(_collect(actor, vec, 32))
+    state = {k: v.clone() for k, v in learner.net.state_dict().items()}
+    assert float(state["obs_norm.count"]) > 100 and not torch.equal(state["obs_norm.mean"], torch.zeros_like(state["obs_norm.mean"]))
+    actor.load_variables(1, state)
+    rollout = _collect(actor, vec, 32)  # acted with the updated weights and statistics, from a carried state
+    if env == ENV:
+        assert rollout.extras["starts"][1:].any()
+    logp, values, _ = learner.evaluate(rollout)
+    np.testing.assert_allclose(logp.numpy(), rollout.log_probs, atol=1e-5)
+    np.testing.assert_allclose(values.numpy(), rollout.values, atol=1e-5)
 
 
 @pytest.mark.parametrize("sequence_length", [0, 8])
@@ -221,6 +249,24 @@ def test_policy_carries_state_between_calls_and_restarts_per_batch():
     assert isinstance(b.make_policy(net, evaluation=True), RecurrentPolicy)
 
 
+def test_policy_restarts_from_a_zero_state_when_the_batch_size_changes():
+    """Gaussian actions (Pendulum), so an action shows any difference of state exactly."""
+    b = _builder(env="Pendulum-v1")
+    net = _net(b)
+    rng = np.random.default_rng(0)
+    obs3 = rng.standard_normal((3, 3, 3)).astype(np.float32)
+    obs2 = rng.standard_normal((2, 3)).astype(np.float32)
+
+    def fresh(obs: np.ndarray) -> np.ndarray:
+        return RecurrentPolicy(net, deterministic=True)(obs)
+
+    pol = RecurrentPolicy(net, deterministic=True)
+    persistent = [pol(o) for o in obs3]
+    np.testing.assert_array_equal(persistent[0], fresh(obs3[0]))
+    assert not np.allclose(persistent[2], fresh(obs3[2]), atol=1e-5)  # the third action follows the carried state
+    np.testing.assert_array_equal(pol(obs2), fresh(obs2))  # batch 3 -> 2: a new batch of episodes from zero
+
+
 def test_recurrent_settings_are_checked():
     with pytest.raises(ConfigError, match="no recurrent variant"):
         ImpalaConfig(recurrent=True)
@@ -247,4 +293,35 @@ def test_kl_penalty_and_vtrace_variants_update_the_network(overrides):
     assert all(np.isfinite(list(m.values())))
     assert not torch.equal(before["pi_lstm.lstm.weight_ih_l0"], learner.net.state_dict()["pi_lstm.lstm.weight_ih_l0"])
     if overrides.get("loss") == "kl_penalty":  # adapted once, from the KL after the update
-        assert m["kl_beta"] in (0.5, 1.0, 2.0)
+        with torch.no_grad():
+            new_params = learner.evaluate(rollout)[2].reshape(32 * 4, -1)
+            old_params = torch.as_tensor(rollout.extras["policy_params"]).reshape(32 * 4, -1)
+            kl = float(learner.net.dist.kl(old_params, new_params).mean())
+        assert kl > 0
+        assert m["kl_beta"] == adapt_kl_beta(1.0, kl, b.config.kl_target)
+
+
+def test_entropy_without_an_entropy_bonus_is_measured_before_the_observation_statistics_move():
+    """ent_coef=0 logs the updated policy's entropy on the rollout as the update saw it (old statistics)."""
+    b = _builder(sequence_length=8, minibatch_size=16, epochs=2, ent_coef=0.0, normalize_obs=True)
+    net = _net(b)
+    with torch.no_grad():  # logits far from uniform, so the entropy depends on how observations are normalised
+        for w in (*net.pi.parameters(), *net.pi_lstm.parameters()):
+            w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(w.numel())) * 3.0)
+    actor = b.make_actor(net, 4, seed=1)
+    env = make_vec_env(ENV, 4, seed=3)
+    actor.observe_first(env.obs)
+    rollout = _collect(actor, env, 32)
+    learner = b.make_learner(_net(b), {})
+    learner.net.load_state_dict(net.state_dict())
+    stats_before = {k: v.clone() for k, v in learner.net.obs_norm.state_dict().items()}
+    m = learner.step(rollout)
+
+    def entropy() -> float:
+        with torch.no_grad():
+            return float(learner.net.dist.entropy(learner.evaluate(rollout)[2].reshape(32 * 4, -1)).mean())
+
+    after_update = entropy()
+    learner.net.obs_norm.load_state_dict(stats_before)
+    assert m["entropy"] == pytest.approx(entropy(), abs=1e-6)
+    assert m["entropy"] != pytest.approx(after_update, abs=1e-4)  # the statistics' move does change it

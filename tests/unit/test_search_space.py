@@ -71,3 +71,34 @@ def test_a_wrong_space_is_one_line_naming_the_parameter(tmp_path, text, message)
     with pytest.raises(ConfigError, match=message) as e:
         load_space("ppo", _space(tmp_path, text))
     assert "\n" not in str(e.value)
+
+
+ENV_OF = {"ppo": "CartPole-v1", "a2c": "CartPole-v1", "dqn": "CartPole-v1", "sac": "Pendulum-v1", "td3": "Pendulum-v1",
+          "q_learning": "FrozenLake-v1"}
+
+
+@pytest.mark.parametrize("algo", sorted(ENV_OF))
+def test_every_choice_and_bound_of_the_shipped_spaces_resolves(algo):
+    # Each extreme of each parameter, set alone on the algorithm's env, is a config the runner takes.
+    from shoal.run.resolve import resolve
+
+    env = ENV_OF[algo]
+    for p in load_space(algo):
+        if p.kind == "categorical":
+            values = list(p.choices)
+        else:
+            assert p.low is not None and p.high is not None
+            values = [int(p.low), int(p.high)] if p.kind == "int" else [p.low, p.high]
+        for v in values:
+            resolve(algo, env, env, None, {p.name: v}, {})
+
+
+def test_a_stored_value_the_space_cannot_give_back_is_one_line(tmp_path):
+    space = load_space("ppo", _space(tmp_path, "ppo:\n  gamma: {type: categorical, choices: [0.9, 0.99]}\n"
+                                                "  epochs: {type: int, low: 2, high: 10}\n"))
+    assert decode(space, {"gamma": 0.99, "epochs": 4.0}) == {"gamma": 0.99, "epochs": 4}
+    with pytest.raises(ConfigError, match=r"stores gamma=0.5, which the search space cannot give back") as e:
+        decode(space, {"gamma": 0.5})
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="stores epochs='many'"):
+        decode(space, {"epochs": "many"})

@@ -98,3 +98,44 @@ def test_report_text_names_every_statistic_with_its_interval():
     assert "IQM [95% CI]" in text and "runs/e" in text and "ppo" in text
     row = text.splitlines()[2]
     assert f"{table['runs/e']['iqm']:.2f} [" in row and row.count("[") == 3
+
+
+def test_a_rows_interval_does_not_depend_on_the_other_rows_of_the_table():
+    a = [120.0, 300.0, 80.0, 250.0, 410.0, 95.0]
+    alone = summarize({"a": a}, reps=300, seed=4)["a"]
+    with_others = summarize({"b": [1.0, 9.0, 3.0, 7.0], "a": a, "c": [5.0, 6.0, 2.0]}, reps=300, seed=4)["a"]
+    assert alone == with_others
+
+
+def test_bootstrap_band_width_matches_normal_theory_for_many_seeds():
+    # For n independent seeds the mean's 95% interval is about mean +- 1.96 * sd / sqrt(n)
+    # (sd with ddof=0, what the bootstrap resamples): an independent check of the band's width.
+    values = np.random.default_rng(5).normal(50.0, 10.0, size=(400, 1))
+    mean, low, high = bootstrap_mean_band(values, reps=4000, ci=0.95, seed=2)
+    expected = 2 * 1.959964 * values.std() / np.sqrt(400)
+    assert high[0] - low[0] == pytest.approx(expected, rel=0.08)
+    assert (low[0] + high[0]) / 2 == pytest.approx(mean[0], abs=0.1 * expected)
+
+
+def test_bootstrap_band_covers_the_true_mean_about_as_often_as_it_says():
+    # 400 independent experiments of 20 seeds each, one per column; the true mean is 0.
+    values = np.random.default_rng(6).normal(0.0, 1.0, size=(20, 400))
+    _, low, high = bootstrap_mean_band(values, reps=1000, ci=0.9, seed=3)
+    coverage = float(((low <= 0.0) & (0.0 <= high)).mean())
+    assert 0.84 <= coverage <= 0.95  # nominal 0.9; the percentile bootstrap runs a little under it at n=20
+
+
+def test_report_note_names_failed_seeds():
+    table = summarize({"runs/e": [1.0, 2.0, 3.0]}, reps=100)
+    table["runs/e"].update(algo="ppo", env="CartPole-v1", listed=5, failed={"3": "RuntimeError: x", "4": "interrupted"})
+    assert format_report(table).splitlines()[-1].endswith("runs/e: 2 of 5 seeds failed or missing (3 4), not counted")
+
+
+def test_a_missing_rliable_names_the_extra(monkeypatch):
+    import sys
+
+    from shoal.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "rliable", None)
+    with pytest.raises(ConfigError, match=r"pip install 'shoal\[stats\]'"):
+        summarize({"a": [1.0, 2.0]}, reps=100)

@@ -155,3 +155,87 @@ def test_unknown_tracker_is_a_config_error():
 
     with pytest.raises(ConfigError, match="track must be empty or wandb"):
         RunConfig(track="mlflow")
+
+
+class _FailingTracker:
+    """A tracker whose close() fails, recording the exit code it was given."""
+
+    def __init__(self) -> None:
+        self.exit_codes: list[int] = []
+
+    def log(self, step, values) -> None:
+        pass
+
+    def log_video(self, step, tag, path, fps) -> None:
+        pass
+
+    def close(self, exit_code: int = 0) -> None:
+        self.exit_codes.append(exit_code)
+        raise RuntimeError("W&B service gone")
+
+
+def _spy_program(monkeypatch, closed: list) -> None:
+    import shoal.run.runner as runner
+
+    real = runner.get_topology
+
+    def get_topology(name):
+        make = real(name)
+
+        def build(*args, **kwargs):
+            program = make(*args, **kwargs)
+            close = program.close
+            program.close = lambda: (closed.append(True), close())
+            return program
+        return build
+
+    monkeypatch.setattr(runner, "get_topology", get_topology)
+
+
+@pytest.mark.parametrize("fail_training", [False, True])
+def test_a_tracker_that_fails_to_finish_still_lets_the_program_close(tmp_path, monkeypatch, fail_training):
+    import shoal.run.runner as runner
+
+    tracker, closed = _FailingTracker(), []
+    monkeypatch.setattr(runner, "make_tracker", lambda *a, **k: tracker)
+    _spy_program(monkeypatch, closed)
+
+    def on_eval(step, ret):
+        if fail_training:
+            raise KeyError("the run itself failed")
+        return False
+
+    import contextlib
+
+    from shoal.errors import ShoalWarning
+
+    # A run that raised shows its own error; the tracker's failure to finish is then a warning.
+    warns = pytest.warns(ShoalWarning, match="could not finish") if fail_training else contextlib.nullcontext()
+    with pytest.raises(KeyError if fail_training else RuntimeError, match="failed" if fail_training else "W&B"), warns:
+        runner.train("ppo", "CartPole-v1", steps=128, run_dir=tmp_path / "run", on_eval=on_eval,
+                     overrides={"num_envs": 2, "rollout_length": 32, "eval_every": 64, "eval_episodes": 1})
+    assert closed == [True]  # the actors (Ray workers on Ray) are released
+    assert tracker.exit_codes == [1 if fail_training else 0]  # a run that raised is marked failed
+
+
+def test_wandb_tracker_close_finishes_with_the_exit_code_and_always_tears_down():
+    from shoal.run.tracking import WandbTracker
+
+    calls = []
+
+    class Run:
+        def finish(self, exit_code=None):
+            calls.append(("finish", exit_code))
+            raise OSError("disk full")
+
+    class Wandb:
+        run = None
+
+        def teardown(self):
+            calls.append(("teardown", None))
+
+    t = WandbTracker.__new__(WandbTracker)
+    t.run, t._wandb = Run(), Wandb()
+    with pytest.raises(OSError):
+        t.close(exit_code=1)
+    assert calls == [("finish", 1), ("teardown", None)]

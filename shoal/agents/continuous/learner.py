@@ -187,7 +187,7 @@ class DPGLearner(OffPolicyLearner):
 
 class D4PGLearner(DPGLearner):
     """D4PG: a categorical critic trained by cross-entropy to projected n-step targets; the policy
-    follows the mean of its distribution. Priorities are the per-item cross-entropies."""
+    follows the mean of its distribution. Priorities are the per-item KL divergences to the target."""
 
     cfg: D4PGConfig
 
@@ -195,12 +195,17 @@ class D4PGLearner(DPGLearner):
                  seed: int, device: str = "cpu") -> None:
         super().__init__(net, cfg, table, total_steps, seed, device)
         assert net.support is not None, "D4PGLearner needs networks with a distributional critic (a support)"
-        self.support: torch.Tensor = net.support
         self.policy_updates = 0
+
+    @property
+    def support(self) -> torch.Tensor:
+        """The critic's atoms, read from the network (so they follow it to any device)."""
+        assert self.net.support is not None
+        return self.net.support
 
     def _critic_terms(self, obs: torch.Tensor, next_obs: torch.Tensor, batch: dict[str, torch.Tensor],
                       weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(weighted mean cross-entropy, cross-entropies [1, B], mean Q)``."""
+        """``(weighted mean cross-entropy, KL divergences [1, B] (the priorities), mean Q)``."""
         cfg, net = self.cfg, self.net
         with torch.no_grad():
             target = d4pg_target_probs(net, next_obs, batch["reward"], batch["discount"], cfg.target_noise,

@@ -49,15 +49,20 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor,
 
 def categorical_critic_loss(logits: torch.Tensor, target_probs: torch.Tensor,
                             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """D4PG's critic loss ``mean_b w_b CE_b`` and the per-transition cross-entropies ``CE_b`` ``[B]``.
+    """D4PG's critic loss ``mean_b w_b CE_b`` and the per-transition KL divergences ``KL_b`` ``[B]``.
 
     ``CE_b = -sum_i target_i log softmax(logits)_i`` between the projected target distribution
     (treated as a constant) and the critic's; ``weights`` are importance weights (None: all 1).
-    The cross-entropies, detached, are also the transitions' new replay priorities.
+    The second value, ``KL_b = CE_b - H(target_b)``, is the transitions' new replay priority:
+    the cross-entropy's gradient is the KL's, but its value carries the target's own entropy,
+    a floor that differs from item to item and would rank items by how spread their target
+    is rather than by how wrong the critic is (Rainbow prioritises by the KL).
     """
-    ce = -(target_probs.detach() * torch.log_softmax(logits, dim=-1)).sum(-1)
+    target = target_probs.detach()
+    ce = -(target * torch.log_softmax(logits, dim=-1)).sum(-1)
     weighted = ce * weights if weights is not None else ce
-    return weighted.mean(), ce.detach()
+    entropy = -(target * torch.log(target.clamp_min(1e-12))).sum(-1)
+    return weighted.mean(), (ce.detach() - entropy).clamp_min(0.0)
 
 
 def dpg_actor_loss(q_pi: torch.Tensor) -> torch.Tensor:

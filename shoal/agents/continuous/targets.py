@@ -75,7 +75,7 @@ def next_value(net: ContinuousNetworks, cfg: Any, next_obs: torch.Tensor, gen: t
 def td_priorities(net: ContinuousNetworks, cfg: Any, items: dict[str, np.ndarray], gen: torch.Generator | None,
                   eps: float) -> np.ndarray:
     """Each item's priority for prioritized replay, plus ``eps``: ``|y - Q(s, a)|`` (mean over critics),
-    or for a distributional critic the cross-entropy from its distribution to the projected target."""
+    or for a distributional critic the KL divergence from the projected target to its distribution."""
     obs = net.normalize(torch.from_numpy(items["obs"]))
     next_obs = net.normalize(torch.from_numpy(items["next_obs"]))
     reward, discount = torch.from_numpy(items["reward"]), torch.from_numpy(items["discount"])

@@ -28,6 +28,18 @@ class ActorCriticBuilder(Builder):
     def gradients_as_values(self) -> bool:
         return self.config.one_gradient_per_update and not self.config.recurrent
 
+    @property
+    def local_only(self) -> str | None:
+        if self.config.recurrent:
+            return "recurrent=true runs on the local topology only; drop --topology or set recurrent=false"
+        return None
+
+    @property
+    def single_learner(self) -> str | None:
+        if self.config.recurrent:
+            return "recurrent=true trains with one learner; drop --num-learners or set it to 1"
+        return None
+
     def make_reward_normalizer(self, num_envs: int) -> RewardNormalizer | None:
         """With ``normalize_reward``: rewards scaled by the running std of each copy's discounted return."""
         return RewardNormalizer(num_envs, self.config.gamma) if self.config.normalize_reward else None

@@ -92,7 +92,7 @@ class RecurrentActorCriticLearner(ActorCriticLearner):
 
     def _train(self, data: Any, apply: bool) -> tuple[torch.Tensor | None, dict[str, float]]:
         if self.collective is not None:
-            raise ConfigError("recurrent=true trains with one learner; drop num_learners (or set it to 1)")
+            raise ConfigError("recurrent=true trains with one learner; drop --num-learners or set it to 1")
         rollout = Rollout.concat(data) if isinstance(data, list) else data
         cfg, dev = self.cfg, self.device
         progress = self.env_steps / self.total_steps
@@ -145,14 +145,17 @@ class RecurrentActorCriticLearner(ActorCriticLearner):
             new_params, old_params = self.evaluate(rollout)[2], rollout.tensor("policy_params", dev)
             kl_after = float(self.net.dist.kl(flat(old_params), flat(new_params)).mean())
             self.beta = adapt_kl_beta(self.beta, kl_after, cfg.kl_target)
+        entropy_after = None
+        if cfg.ent_coef == 0:  # the loss's entropy was not computed: measure it, before the statistics move
+            with torch.no_grad():
+                entropy_after = float(self.net.dist.entropy(flat(self._forward(seq, start)[0])).mean())
         # Observation statistics move only after training on this rollout, so actor and learner normalised it alike.
         self.net.obs_norm.update(r["obs"])
         self.version += 1
         self.env_steps += rewards.numel()
         out = dict(zip(names, (totals / max(count, 1)).cpu().tolist()))
         out["explained_variance"] = explained_variance(values.flatten(), returns.flatten())
-        if cfg.ent_coef == 0:
-            with torch.no_grad():
-                out["entropy"] = float(self.net.dist.entropy(flat(self._forward(seq, start)[0])).mean())
+        if entropy_after is not None:
+            out["entropy"] = entropy_after
         out.update(lr=lr, clip=clip, kl_beta=self.beta, policy_lag=float(self.version - 1 - rollout.policy_version))
         return None, out

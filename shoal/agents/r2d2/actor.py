@@ -34,8 +34,15 @@ class R2D2Actor(Actor):
     """Acts epsilon-greedily for ``num_envs`` copies, each with its own LSTM state; drains stored-state sequences.
 
     With ``actor_priorities`` the drained sequences carry a ``priority`` field computed with
-    the actor's own network for both the online and the target values (an actor holds no
-    target network), as the distributed R2D2 actors do.
+    the actor's local copy of the network standing in for both the online and the target
+    network (no target network is shipped to actors), so the Double Q bootstrap reduces to
+    max-Q: an approximation of the learner-side priorities of the paper, in the way Ape-X
+    actors compute first priorities with their local copy. The learner replaces them with
+    its own after every sample.
+
+    Exploration ``apex`` gives every env copy its own epsilon: copy ``j`` of actor ``i``
+    is index ``i * num_envs + j`` of ``num_actors * num_envs`` in the Ape-X spread (as
+    SEED RL's R2D2 spreads them over all its environments).
     """
 
     def __init__(self, net: RecurrentQNetwork, cfg: R2D2Config, num_envs: int, seed: int, total_steps: int,
@@ -55,13 +62,16 @@ class R2D2Actor(Actor):
         self._leaving: NumpyState = self.lstm_state  # the state after it
 
     @property
-    def epsilon(self) -> float:
-        """The current exploration rate."""
+    def epsilon(self) -> np.ndarray:
+        """The current exploration rate of each env copy, ``[num_envs]``."""
         c = self.cfg
         if c.exploration == "apex":
-            return per_actor_exponent(c.apex_epsilon, self.actor_id, self.num_actors, c.apex_alpha)
-        return schedule(c.epsilon_start, c.epsilon_final, self.env_steps * self.num_actors, "linear",
-                        c.exploration_fraction * self.total_steps)
+            total = self.num_actors * self.num_envs
+            return np.array([per_actor_exponent(c.apex_epsilon, self.actor_id * self.num_envs + j, total, c.apex_alpha)
+                             for j in range(self.num_envs)])
+        eps = schedule(c.epsilon_start, c.epsilon_final, self.env_steps * self.num_actors, "linear",
+                       c.exploration_fraction * self.total_steps)
+        return np.full(self.num_envs, eps)
 
     def load_variables(self, version: int, state_dict: dict[str, torch.Tensor]) -> None:
         """Adopt the learner's parameters (skipped when this version is already held)."""
@@ -79,7 +89,9 @@ class R2D2Actor(Actor):
     def select_action(self, obs: np.ndarray) -> np.ndarray:
         self._entering = self.lstm_state
         q, self._leaving = self.q(obs, self.lstm_state)
-        return epsilon_greedy(lambda _: q, obs, self.epsilon, self.net.num_actions, self.rng)
+        explore = self.rng.random(len(obs)) < self.epsilon  # each copy at its own rate
+        random_actions = self.rng.integers(0, self.net.num_actions, len(obs))
+        return np.where(explore, random_actions, q.argmax(-1))
 
     def observe(self, action: np.ndarray, step: StepResult) -> None:
         h, c = self._entering
@@ -113,7 +125,8 @@ class R2D2Actor(Actor):
 
     @torch.inference_mode()
     def priorities(self, items: dict[str, np.ndarray]) -> np.ndarray:
-        """Sequence priorities from the actor's network (online and target alike), as the learner computes them."""
+        """Sequence priorities as the learner computes them, with the actor's network as both online and
+        target network (so max-Q bootstraps, an approximation of the learner's Double Q priorities)."""
         c = self.cfg
         obs = torch.as_tensor(items["obs"]).transpose(0, 1)
         q = self.net(obs, stored_state(items))[0][c.burn_in:]  # no autograd here: one unroll, burn-in dropped

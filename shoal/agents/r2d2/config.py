@@ -1,7 +1,8 @@
 """Hyperparameters of R2D2 (Kapturowski et al. 2019) and of its distributed form on the Ape-X topology.
 
 Replay items are sequences of ``burn_in + trace_length`` timesteps written every
-``sequence_period`` timesteps (0: half the length, the paper's overlap). Sizes counted in
+``sequence_period`` timesteps (0: half the trained part, ``trace_length // 2``: the paper's
+80 trained timesteps every 40, after 40 of burn-in). Sizes counted in
 items (``batch_size``, ``buffer_size``) count sequences; ``train_freq`` and
 ``learning_starts`` count env steps.
 """
@@ -35,7 +36,8 @@ class R2D2Config:
     trace_length: int = 40
     """Timesteps of each sequence after the burn-in that the loss is computed on."""
     sequence_period: int = 0
-    """Timesteps between the starts of consecutive sequences of an episode (0: half of burn_in + trace_length)."""
+    """Timesteps between the starts of consecutive sequences of an episode (0: trace_length // 2); at most
+    trace_length - 1, so that consecutive sequences leave no transition untrained."""
     gamma: float = 0.99
     """Discount factor."""
     n_step: int = 5
@@ -77,11 +79,12 @@ class R2D2Config:
     exploration_fraction: float = 0.1
     """Fraction of the run over which epsilon falls linearly from epsilon_start to epsilon_final."""
     exploration: Literal["linear", "apex"] = "linear"
-    """linear: one schedule over the global env steps; apex: actor i of N keeps eps**(1 + alpha*i/(N-1))."""
+    """linear: one schedule over the global env steps; apex: env copy k of all N = num_actors * num_envs
+    (copy j of actor i: k = i * num_envs + j) keeps eps**(1 + alpha*k/(N-1))."""
     apex_epsilon: float = 0.4
-    """Base exploration rate eps of the per-actor epsilons."""
+    """Base exploration rate eps of the per-copy epsilons (exploration=apex)."""
     apex_alpha: float = 7.0
-    """Exponent spread alpha of the per-actor epsilons."""
+    """Exponent spread alpha of the per-copy epsilons (exploration=apex)."""
     actor_priorities: bool = False
     """Actors compute each sequence's initial priority with their copy of the network (distributed R2D2)."""
     eval_epsilon: float = 0.0
@@ -106,8 +109,8 @@ class R2D2Config:
 
     @property
     def period(self) -> int:
-        """Timesteps between sequence starts (sequence_period, or half the length when 0)."""
-        return self.sequence_period or max(1, self.sequence_length // 2)
+        """Timesteps between sequence starts (sequence_period, or ``max(1, trace_length // 2)`` when 0)."""
+        return self.sequence_period or max(1, self.trace_length // 2)
 
     def __post_init__(self) -> None:
         positive(self, "num_envs", "train_freq", "gradient_steps", "batch_size", "buffer_size", "trace_length",
@@ -116,9 +119,12 @@ class R2D2Config:
         require(self.burn_in >= 0, f"burn_in must be >= 0, got {self.burn_in}")
         require(self.trace_length >= 2, f"trace_length must be >= 2 timesteps (one transition and its next "
                 f"observation), got {self.trace_length}")
-        require(0 <= self.sequence_period <= self.sequence_length,
-                f"sequence_period must be in [0, burn_in + trace_length = {self.sequence_length}] (0: half the "
-                f"length), got {self.sequence_period}")
+        require(0 <= self.sequence_period <= self.trace_length - 1,
+                f"sequence_period must be in [0, trace_length - 1 = {self.trace_length - 1}] (0: trace_length // 2) "
+                f"so that every transition is trained on, got {self.sequence_period}")
+        require(self.n_step < self.trace_length,
+                f"n_step ({self.n_step}) must be below trace_length ({self.trace_length}) so that some transitions "
+                f"get full n-step returns; lower n_step or raise trace_length")
         require(self.learning_starts >= 0, f"learning_starts must be >= 0, got {self.learning_starts}")
         require(self.batch_size <= self.buffer_size,
                 f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size}); raise buffer_size")

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from shoal.agents.r2d2.config import R2D2Config
-from shoal.agents.r2d2.loss import n_step_double_q_targets, sequence_priorities, sequence_td_loss, trained_steps
+from shoal.agents.r2d2.loss import (
+    inverse_value_rescale,
+    n_step_double_q_targets,
+    sequence_priorities,
+    sequence_td_loss,
+    trained_steps,
+)
 from shoal.agents.r2d2.networks import RecurrentQNetwork, burn_in_and_unroll, stored_state
 from shoal.core.device import to_device
 from shoal.core.interfaces import Learner, Table
@@ -105,6 +111,9 @@ class R2D2Learner(Learner):
                table_size: int = 0) -> tuple[dict[str, float], np.ndarray]:
         """One gradient step on a batch of sequences; returns metrics and the sequences' new priorities.
 
+        Metrics: ``loss`` and ``q_mean``, the mean Q(s, a) of the trained timesteps in the
+        return's units (inverse-rescaled when ``value_rescaling``).
+
         ``probs`` and ``table_size`` (what the table's sample returned, and its size then)
         give the importance weights when ``prioritized``.
         """
@@ -124,7 +133,8 @@ class R2D2Learner(Learner):
             self.target.load_state_dict(self.net.state_dict())
         priorities = sequence_priorities(td, valid, c.per_eta, c.per_eps).cpu().numpy().astype(np.float64)
         n = valid.sum().clamp(min=1)
-        q_mean = (q.detach() * valid).sum() / n
+        q_values = q.detach() if not c.value_rescaling else inverse_value_rescale(q.detach(), c.rescale_eps)
+        q_mean = (q_values * valid).sum() / n  # in the return's units: h^-1 of the learned h(Q)
         return {"loss": float(loss.detach()), "q_mean": float(q_mean)}, priorities
 
     def state(self) -> dict[str, Any]:

@@ -82,6 +82,11 @@ def sequence_td_loss(q: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
     ``q``, ``target`` and ``valid`` are ``[T, B]``, ``weights`` ``[B]``. ``kind``: ``mse``
     (``(target - q)**2 / 2``) or ``huber``. Returns ``(loss, td)`` with ``td = target - q``
     detached and zero where not valid.
+
+    The mean runs over every valid timestep of the batch, so a sequence weighs by its number
+    of real transitions (one cut short by its episode's end weighs less); Acme instead sums
+    each sequence's steps and averages over the sequences, which differs by a constant
+    factor only when no sequence is padded.
     """
     v = valid.to(q.dtype)
     per_step = (F.huber_loss(q, target, reduction="none", delta=delta) if kind == "huber"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -69,10 +70,17 @@ class RecurrentQNetwork(nn.Module):
 
 def stored_state(items: dict, device: torch.device | str = "cpu") -> LSTMState:
     """The recurrent state stored with a batch of sequences (``lstm_h``, ``lstm_c``: ``[B, layers, H]``)
-    as the network's ``(h, c)``, each ``[layers, B, H]``."""
-    h, c = (torch.as_tensor(items[k], device=device).float().transpose(0, 1).contiguous()
-            for k in ("lstm_h", "lstm_c"))
+    as the network's ``(h, c)``, each ``[layers, B, H]``. Read-only arrays (batches from another
+    process) are copied first: torch cannot share their memory."""
+    h, c = (_as_tensor(items[k]).to(device).float().transpose(0, 1).contiguous() for k in ("lstm_h", "lstm_c"))
     return h, c
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    x = np.asarray(x)
+    return torch.from_numpy(x if x.flags.writeable else x.copy())
 
 
 def burn_in_and_unroll(net: RecurrentQNetwork, obs: torch.Tensor, state: LSTMState, burn_in: int

@@ -121,7 +121,11 @@ class DynaQLearner(TabularLearner):
 
 
 class DynaQBuilder(TabularBuilder):
-    """The tabular builder with a :class:`DynaQLearner`; actor and policies are Q-learning's."""
+    """The tabular builder with a :class:`DynaQLearner`; actor and policies are Q-learning's.
+
+    On ``shoal/BlockingMaze-v0`` it refuses more than one env copy or actor: each copy moves its
+    wall after its own steps, so with several the move would come late in the run's count.
+    """
 
     config: DynaQConfig
     name = "dyna_q"

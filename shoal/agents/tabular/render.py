@@ -162,4 +162,4 @@ def plot_run(run_dir: str | Path) -> Any:
 
     cfg = load_yaml_file(Path(run_dir) / "config.yaml")
     q = load_q_table(run_dir)
-    return plot_q_table(q, grid_info(cfg["env"]), title=f"{cfg['algo']} on {cfg['env']}")
+    return plot_q_table(q, grid_info(cfg["run"].get("eval_env") or cfg["env"]), title=f"{cfg['algo']} on {cfg['env']}")

@@ -82,12 +82,17 @@ def _plain_logits(critic, obs, act, detach=False) -> torch.Tensor:
 def test_categorical_critic_loss_and_priorities_hand_computed() -> None:
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [1.0, 1.0, 1.0]]))  # softmax: [.5, .25, .25], uniform
     target = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
-    loss, ce = categorical_critic_loss(logits, target)
-    assert torch.allclose(ce, torch.tensor([math.log(2.0), math.log(3.0)]))  # -log .5; -(.5 + .5) log(1/3)
+    loss, kl = categorical_critic_loss(logits, target)
+    # The loss is the cross-entropy: -log .5 and -(.5 + .5) log(1/3).
     assert loss.item() == pytest.approx((math.log(2.0) + math.log(3.0)) / 2)
-    weighted, ce_w = categorical_critic_loss(logits, target, torch.tensor([2.0, 0.5]))
+    # The priorities are the KL divergences: CE minus the target's entropy (0 and log 2).
+    assert torch.allclose(kl, torch.tensor([math.log(2.0), math.log(3.0) - math.log(2.0)]))
+    weighted, kl_w = categorical_critic_loss(logits, target, torch.tensor([2.0, 0.5]))
     assert weighted.item() == pytest.approx((2.0 * math.log(2.0) + 0.5 * math.log(3.0)) / 2)
-    assert torch.equal(ce_w, ce)  # priorities do not carry the importance weights
+    assert torch.equal(kl_w, kl)  # priorities do not carry the importance weights
+    # A critic that already equals its target has priority 0, however spread the target is.
+    spread = torch.tensor([[0.2, 0.3, 0.5]])
+    assert categorical_critic_loss(torch.log(spread), spread)[1].item() == pytest.approx(0.0, abs=1e-6)
     # The gradient of the cross-entropy in the logits is softmax - target.
     logits = logits.clone().requires_grad_(True)
     categorical_critic_loss(logits, target)[0].backward()
@@ -132,10 +137,11 @@ def test_d4pg_step_matches_a_plain_reference_update(prioritized: bool) -> None:
             for t, o in zip([*ref.critic_target.parameters(), *ref.policy_target.parameters()],
                             [*ref.critic.parameters(), *ref.policy.parameters()]):
                 t.lerp_(o, 0.1)
-        if prioritized:  # the sampled items' new priorities: their cross-entropies before the update, plus eps
+        if prioritized:  # the sampled items' new priorities: their KL divergences before the update, plus eps
             got = _priorities_of(table, keys)
-            assert np.allclose(got, (ce.detach().double().numpy() + cfg.priority_eps) ** cfg.priority_alpha,
-                               rtol=1e-5)
+            kl = ce - (-(target * torch.log(target.clamp_min(1e-12))).sum(-1))
+            assert np.allclose(got, (kl.detach().double().numpy() + cfg.priority_eps) ** cfg.priority_alpha,
+                               rtol=1e-5, atol=1e-7)
     for (k, v), (_, r) in zip(net.state_dict().items(), ref.state_dict().items()):
         assert torch.allclose(v, r, atol=1e-5), k
 
@@ -166,7 +172,7 @@ def test_state_round_trip_through_a_checkpoint_file_continues_identically(tmp_pa
     cfg = _cfg(prioritized=True, target_update_period=2)
     learner, net, table = _setup(cfg)
     learner.step()
-    path = tmp_path / "ck"
+    path = tmp_path / "ckpt-000000000001"
     save_checkpoint(path, {"learner": learner.state(), "table": table.state()})
     learner.step()
     learner.step()
@@ -184,7 +190,7 @@ def test_state_round_trip_through_a_checkpoint_file_continues_identically(tmp_pa
 
 
 # -- actors --------------------------------------------------------------------------------------
-def test_actor_priorities_are_the_learner_cross_entropies() -> None:
+def test_actor_priorities_are_the_learner_kl_divergences() -> None:
     cfg = ApexD4PGConfig(hidden=(8,), n_step=1, learning_starts=0, num_atoms=11, v_min=-4.0, v_max=4.0)
     b = ContinuousBuilder(cfg, SPEC)
     net = b.make_networks()
@@ -203,7 +209,8 @@ def test_actor_priorities_are_the_learner_cross_entropies() -> None:
         target = categorical_projection(next_probs, torch.from_numpy(items["reward"]),
                                         torch.from_numpy(items["discount"]), net.support)
         log_p = torch.log_softmax(net.critic(torch.from_numpy(items["obs"]), torch.from_numpy(items["action"]))[0], -1)
-    assert np.allclose(items["priority"], -(target * log_p).sum(-1).numpy() + cfg.priority_eps, atol=1e-6)
+    kl = -(target * log_p).sum(-1) + (target * torch.log(target.clamp_min(1e-12))).sum(-1)
+    assert np.allclose(items["priority"], kl.numpy() + cfg.priority_eps, atol=1e-6)
 
 
 # -- config and builder hooks --------------------------------------------------------------------
@@ -225,8 +232,10 @@ def test_defaults_follow_the_paper_and_the_pendulum_file() -> None:
     assert apex.actor_priorities and apex.prioritized and apex.actor_noise_alpha > 0
     pend = registry.get("d4pg").defaults("Pendulum-v1")
     assert pend["gamma"] == 0.98 and pend["v_max"] == 0.0
-    # Every Pendulum return (rewards in [-16.3, 0]) discounted by gamma lies above -16.3 / (1 - gamma).
-    assert -16.2736044 / (1 - pend["gamma"]) <= pend["v_min"] < 0.0
+    # Discounted Pendulum returns (rewards in [-16.27, 0]) lie above -16.27 / (1 - gamma) = -813.7. The support stops
+    # within 2% of that bound: only the worst reward at every step forever (never reached) would be clipped.
+    bound = -16.2736044 / (1 - pend["gamma"])
+    assert bound < pend["v_min"] <= 0.98 * bound and pend["v_max"] == 0.0
 
 
 @pytest.mark.parametrize("algo, topology", [("d4pg", "local"), ("apex_d4pg", "apex")])
@@ -244,8 +253,8 @@ def test_registered_builders_declare_their_replay_settings(algo: str, topology: 
 
 
 # -- the Ape-X topology --------------------------------------------------------------------------
-def test_apex_actors_store_their_cross_entropy_priorities_in_the_replay_node() -> None:
-    """Before learning starts every stored priority is the actor's: the cross-entropy under the
+def test_apex_actors_store_their_kl_priorities_in_the_replay_node() -> None:
+    """Before learning starts every stored priority is the actor's: the KL divergence under the
     initial networks (which every actor holds), recomputed here from the stored items."""
     cfg = ApexD4PGConfig(hidden=(8,), num_envs=2, n_step=3, actor_update_period=10, batch_size=16,
                          learning_starts=10_000, num_atoms=11, v_min=-100.0, v_max=0.0)

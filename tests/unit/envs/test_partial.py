@@ -42,7 +42,10 @@ def test_time_limit_is_cartpole_v1s():
     assert steps == 500
 
 
-def test_batched_twin_matches_the_single_envs():
+def test_batched_twin_matches_the_single_envs_across_resets_and_time_limits():
+    """Copy ``i`` is ``gym.make(id)`` reset with ``seed=3 + i`` and, at each episode end, reset again without a
+    seed (its generator goes on, the batched env's autoreset seeding): flags, final and next observations agree
+    through many episode ends, terminations and 500-step truncations both."""
     vec = make_vec_env("shoal/CartPoleNoVel-v1", 4, seed=3)
     assert type(vec.env).__name__ == "BatchedCartPoleNoVel"
     singles = [gym.make("shoal/CartPoleNoVel-v1") for _ in range(4)]
@@ -51,17 +54,25 @@ def test_batched_twin_matches_the_single_envs():
         o, _ = e.reset(seed=3 + i)
         np.testing.assert_array_equal(obs[i], o)
     rng = np.random.default_rng(1)
-    for _ in range(300):
+    lengths = np.zeros(4, int)
+    ends = {"terminated": 0, "truncated": 0}
+    for _ in range(1200):
+        # copies 0 and 1 balance on the hidden state (mostly), so their episodes reach the time limit
         a = rng.integers(2, size=4)
+        for i in (0, 1):
+            x, x_dot, th, th_dot = singles[i].unwrapped.state
+            a[i] = int(th + 0.5 * th_dot + 0.01 * x + 0.1 * x_dot > 0)
         step = vec.step(a)
+        lengths += 1
         for i, e in enumerate(singles):
             o, r, term, trunc, _ = e.step(int(a[i]))
             assert bool(step.terminated[i]) == term and bool(step.truncated[i]) == trunc
+            assert float(step.reward[i]) == r
             if term or trunc:
                 np.testing.assert_array_equal(step.final_obs[i], o)
+                assert not trunc or lengths[i] == 500
+                ends["truncated" if trunc else "terminated"] += 1
+                lengths[i] = 0
                 o, _ = e.reset()
-                break
             np.testing.assert_array_equal(step.next_obs[i], o)
-        else:
-            continue
-        break
+    assert ends["truncated"] >= 2 and ends["terminated"] >= 20, ends

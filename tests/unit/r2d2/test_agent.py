@@ -86,7 +86,7 @@ def test_stored_state_equals_the_state_the_network_recomputes_over_the_overlap()
 
 
 def test_actor_resets_the_lstm_state_of_copies_whose_episode_ends():
-    b = _builder(burn_in=0, trace_length=6, sequence_period=6)
+    b = _builder(burn_in=0, trace_length=6, sequence_period=5)
     with seeded_global_rngs(0):
         net = b.make_networks()
     actor: R2D2Actor = b.make_actor(net, 2, seed=0)
@@ -225,7 +225,9 @@ def test_builder_hooks_and_registration():
     assert not local.config.actor_priorities and apex.config.actor_priorities
     assert apex.config.exploration == "apex"
     actors = [apex.make_actor(apex.make_networks(), 2, i, 4) for i in range(4)]
-    assert [a.epsilon for a in actors] == pytest.approx([0.4 ** (1 + 7 * i / 3) for i in range(4)])
+    # one epsilon per env copy: copy j of actor i is index 2 i + j of the 8 copies in the Ape-X spread
+    assert np.concatenate([a.epsilon for a in actors]) == pytest.approx([0.4 ** (1 + 7 * k / 7) for k in range(8)])
+    assert local.make_actor(local.make_networks(), 2).epsilon == pytest.approx([1.0, 1.0])  # linear: one for all
     assert isinstance(local.make_networks(), RecurrentQNetwork)
     assert local.steps_per_iteration == 16 // 2
 
@@ -235,33 +237,60 @@ def test_config_rejects_bad_settings():
         R2D2Config(burn_in=4, trace_length=8, sequence_period=20)
     with pytest.raises(ConfigError, match="trace_length"):
         ApexR2D2Config(trace_length=1)
-    assert R2D2Config(burn_in=20, trace_length=40).period == 30
+    # a period of trace_length would skip the transition between two sequences' trained parts
+    with pytest.raises(ConfigError, match=r"sequence_period must be in \[0, trace_length - 1 = 7\]"):
+        R2D2Config(burn_in=4, trace_length=8, sequence_period=8, n_step=3)
+    assert R2D2Config(burn_in=4, trace_length=8, sequence_period=7, n_step=3).period == 7
+    with pytest.raises(ConfigError, match="n_step"):
+        R2D2Config(trace_length=8, n_step=8)
+    assert R2D2Config(trace_length=8, n_step=7).n_step == 7
+    for msg in ("sequence_period", "n_step"):  # one sentence each
+        with pytest.raises(ConfigError) as err:
+            R2D2Config(trace_length=8, **({"sequence_period": 9} if msg == "sequence_period" else {"n_step": 9}))
+        assert "\n" not in str(err.value)
+
+
+def test_default_period_is_half_the_trained_part():
+    """The paper's 80 trained timesteps (after 40 of burn-in) start every 40: period = trace_length // 2."""
+    assert R2D2Config(burn_in=40, trace_length=80).period == 40
+    assert R2D2Config(burn_in=20, trace_length=40).period == 20
+    assert R2D2Config(burn_in=0, trace_length=3, n_step=2).period == 1
+    assert R2D2Config(burn_in=5, trace_length=30, sequence_period=17).period == 17
 
 
 def test_recurrent_policy_carries_its_state_between_calls():
     b = _builder()
-    net = b.make_networks()
+    with seeded_global_rngs(13):
+        net = b.make_networks()
     policy = b.make_policy(net, evaluation=True)
-    obs = np.random.default_rng(0).normal(size=(3, 2)).astype(np.float32)
+    obs = np.random.default_rng(13).normal(size=(3, 3, 2)).astype(np.float32)[0] * 2
+    with torch.no_grad():
+        q, (h, c) = net(torch.as_tensor(np.stack([obs] * 3)), net.initial_state(3))
+    greedy = q.argmax(-1).numpy()
+    assert (greedy[0] != greedy[2]).any()  # the same observation, other actions later: only a state explains it
     seq = [policy(obs) for _ in range(3)]
     assert all(a.shape == (3,) for a in seq)
-    with torch.no_grad():
-        q, _ = net(torch.as_tensor(np.stack([obs] * 3)), net.initial_state(3))
-    assert np.array_equal(seq[-1], q[-1].argmax(-1).numpy())  # the third action saw two earlier steps
+    np.testing.assert_array_equal(np.stack(seq), greedy)  # every call saw the calls before it
+    assert policy.state is not None
+    np.testing.assert_allclose(policy.state[0], h.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(policy.state[1], c.numpy(), rtol=1e-5, atol=1e-6)
     fresh = b.make_policy(net, evaluation=True)  # a new policy starts every copy from a zero state
-    assert np.array_equal(fresh(obs), q[0].argmax(-1).numpy())
+    assert np.array_equal(fresh(obs), greedy[0])
 
 
-@pytest.mark.parametrize("dueling, encoder, layers", [(True, (16,), 1), (False, (), 1), (True, (8, 8), 2)])
-def test_numpy_inference_matches_the_torch_network(dueling, encoder, layers):
+@pytest.mark.parametrize("dueling, encoder, layers, activation",
+                         [(True, (16,), 1, "relu"), (False, (), 1, "relu"), (True, (8, 8), 2, "relu"),
+                          (True, (16, 8), 1, "tanh"), (False, (8,), 2, "tanh")])
+def test_numpy_inference_matches_the_torch_network(dueling, encoder, layers, activation):
     from shoal.agents.r2d2.inference import NumpyRecurrentQ, TorchRecurrentQ
 
     with seeded_global_rngs(3):
-        net = RecurrentQNetwork(env_spec(ENV), encoder, 16, "relu", dueling)
+        net = RecurrentQNetwork(env_spec(ENV), encoder, 16, activation, dueling)
     if layers > 1:
         from shoal.nets.recurrent import LSTMTorso
 
-        net.torso = LSTMTorso(2, 16, encoder, "relu", num_layers=layers)
+        net.torso = LSTMTorso(2, 16, encoder, activation, num_layers=layers)
+    assert NumpyRecurrentQ.supports(net)
     fast, slow = NumpyRecurrentQ(net), TorchRecurrentQ(net)
     rng = np.random.default_rng(0)
     state_f = state_s = (np.zeros((layers, 3, 16), np.float32), np.zeros((layers, 3, 16), np.float32))
@@ -276,3 +305,67 @@ def test_numpy_inference_matches_the_torch_network(dueling, encoder, layers):
             p.mul_(0.5)
     assert fast.current()
     np.testing.assert_allclose(fast(obs, state_f)[0], slow(obs, state_s)[0], rtol=1e-4, atol=1e-5)
+
+
+def _weighted_learner_pair(b: R2D2Builder):
+    learner = b.make_learner(b.make_networks(), b.make_tables())
+    twin = b.make_learner(b.make_networks(), {})
+    twin.load_state(learner.state())
+    return learner, twin
+
+
+def test_importance_weights_scale_each_sequences_loss_with_the_annealed_beta():
+    b = _builder(per_beta=0.4, per_beta_final=1.0)  # total_steps 2000, learning_starts 0, train_freq 16
+    horizon = (2000 // 16 + 1) * 1
+    batch = _batch(b)
+    n = b.config.batch_size
+    probs = np.linspace(0.5, 4.0, n) / 100.0  # non-uniform sampling probabilities of a 100-item table
+    for step, beta in ((0, 0.4), (horizon, 1.0)):
+        learner, twin = _weighted_learner_pair(b)
+        learner.steps = twin.steps = step
+        assert learner.beta(step) == pytest.approx(beta)
+        with torch.no_grad():
+            _, td, valid, _ = learner.loss(batch)
+        per_seq = (0.5 * td ** 2).sum(dim=0).numpy().astype(np.float64)  # sum of each sequence's step losses
+        count = float(valid.sum())
+        w = (100 * probs) ** -beta
+        w = w / w.max()
+        weighted, _ = learner.update(batch, probs, 100)
+        plain, _ = twin.update(batch, None, 100)
+        assert plain["loss"] == pytest.approx(per_seq.sum() / count, rel=1e-5)
+        assert weighted["loss"] == pytest.approx((w * per_seq).sum() / count, rel=1e-5)
+        assert weighted["loss"] < plain["loss"] * 0.99  # the weights (all <= 1, not all 1) took effect
+    assert learner.beta(horizon // 2) == pytest.approx(0.7)
+
+
+def test_q_mean_is_reported_in_the_returns_units():
+    from shoal.agents.r2d2.loss import inverse_value_rescale
+
+    for rescaling in (True, False):
+        b = _builder(value_rescaling=rescaling, prioritized=False)
+        learner = b.make_learner(b.make_networks(), b.make_tables())
+        batch = _batch(b)
+        with torch.no_grad():
+            _, _, valid, q = learner.loss(batch)
+        raw = float((q * valid).sum() / valid.sum())
+        unscaled = float((inverse_value_rescale(q, b.config.rescale_eps) * valid).sum() / valid.sum())
+        metrics, _ = learner.update(batch)
+        assert metrics["q_mean"] == pytest.approx(unscaled if rescaling else raw, rel=1e-5)
+        assert abs(unscaled - raw) > 1e-3 * max(1.0, abs(raw))  # the two differ: the check is not vacuous
+
+
+def test_stored_state_copies_read_only_arrays_without_warning():
+    import warnings
+
+    from shoal.agents.r2d2.networks import stored_state
+
+    h = np.arange(2 * 1 * 3, dtype=np.float32).reshape(2, 1, 3)
+    c = -h
+    for a in (h, c):
+        a.flags.writeable = False  # as batches arriving from another process are
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it is handed a read-only array
+        sh, sc = stored_state({"lstm_h": h, "lstm_c": c})
+    assert sh.shape == sc.shape == (1, 2, 3)
+    np.testing.assert_array_equal(sh.numpy(), h.transpose(1, 0, 2))
+    np.testing.assert_array_equal(sc.numpy(), c.transpose(1, 0, 2))
