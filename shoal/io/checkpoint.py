@@ -295,9 +295,10 @@ def _parse_safetensors(buf: np.ndarray) -> dict[str, torch.Tensor]:
     return out
 
 
-def _own_file(name: str) -> bool:
-    """Whether ``name`` is a plain checkpoint tensor file name (no folder: a crafted JSON reaches nothing else)."""
-    return isinstance(name, str) and Path(name).name == name and name.startswith("ckpt-") and name.endswith(".safetensors")
+def _own_file(name: Any, stem: str) -> bool:
+    """Whether ``name`` is one of the checkpoint ``stem``'s own tensor files, in its folder (so a crafted
+    JSON reaches no other file): ``<stem>.safetensors`` or ``<stem>.detached.safetensors``."""
+    return name in (f"{stem}.safetensors", f"{stem}.detached.safetensors")
 
 
 def _read_doc(json_path: Path) -> tuple[Path, dict[str, Any]]:
@@ -314,7 +315,7 @@ def _read_doc(json_path: Path) -> tuple[Path, dict[str, Any]]:
         complete, why = False, e.__class__.__name__
     else:
         why = "missing fields"
-    if complete and not all(_own_file(f["weights"]) for f in files):
+    if complete and not all(_own_file(f["weights"], json_path.stem) for f in files):
         complete, why = False, "a tensor file outside its folder"
     if not complete:
         raise CheckpointError(f"checkpoint {json_path} is corrupt ({why}); delete it to fall back to an earlier one")
@@ -379,7 +380,7 @@ def delete_checkpoint(json_path: Path) -> None:
     weights = json_path.with_suffix(".safetensors")
     names += [weights.name, _detached_path(weights).name]
     json_path.unlink(missing_ok=True)
-    for name in {n for n in names if _own_file(n)}:
+    for name in {n for n in names if _own_file(n, json_path.stem)}:
         (json_path.parent / name).unlink(missing_ok=True)
 
 

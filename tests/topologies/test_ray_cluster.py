@@ -24,7 +24,10 @@ def ray_cluster(tmp_path):
     port = _free_port()
     home = tmp_path / "home"  # Ray writes its token under $HOME/.ray; keep it inside the test
     home.mkdir()
-    env = {**os.environ, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+    # Without the session's own Ray token (this process's private instance put it in os.environ): the
+    # cluster makes its own, and the clients must find that one.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}, "HOME": str(home),
+           "RAY_USAGE_STATS_ENABLED": "0"}
     temp = tempfile.mkdtemp(prefix="shoal-ray-")  # short: Ray's socket paths must fit in 107 bytes
     gen = subprocess.run([ray_bin, "get-auth-token", "--generate"], capture_output=True, text=True, env=env, timeout=120)
     assert gen.returncode == 0, gen.stderr[-2000:]

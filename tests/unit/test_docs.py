@@ -89,21 +89,36 @@ for kind, item in json.load(sys.stdin):
 """
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if any(lang == "python" or run for lang, _, run in _blocks(p))],
-                         ids=lambda p: p.name)
-def test_page_snippets_run_as_written(page, tmp_path):
+def _runnable_sections() -> list[tuple[Path, str, list[tuple[str, object]]]]:
+    """``(page, section, steps)``: a docs page's snippets to run, in order, in one interpreter.
+
+    A page under ``docs/`` is one tutorial (later snippets use what earlier ones made), so it
+    runs whole. README.md's ``## `` sections stand alone, so each runs apart, which keeps each
+    test within its time limit.
+    """
+    out = []
+    for page in PAGES:
+        text = page.read_text()
+        heads = [(m.start(), m.group(1)) for m in re.finditer(r"^## (.+)$", text, re.M)] if page.name == "README.md" else []
+        groups: dict[str, list[tuple[str, object]]] = {}
+        for m in FENCE.finditer(text):
+            head = next((h for pos, h in reversed(heads) if pos < m.start()), "(whole page)")
+            if m["lang"] == "bash" and m["marker"]:
+                groups.setdefault(head, []).extend(("shoal", argv) for argv in _shoal_commands(m["body"]))
+            elif m["lang"] == "python":
+                groups.setdefault(head, []).append(("python", m["body"]))
+        out += [(page, head, steps) for head, steps in groups.items() if steps]
+    return out
+
+
+@pytest.mark.parametrize("page,section,steps", [pytest.param(*s, id=f"{s[0].name}:{s[1][:40]}") for s in _runnable_sections()])
+def test_page_snippets_run_as_written(page, section, steps, tmp_path):
     import json
 
-    steps: list[tuple[str, object]] = []
-    for lang, code, marked in _blocks(page):
-        if lang == "bash" and marked:
-            steps += [("shoal", argv) for argv in _shoal_commands(code)]
-        elif lang == "python":
-            steps.append(("python", code))
     (tmp_path / "docs" / "img").mkdir(parents=True)  # a snippet that redraws a docs figure writes it there (run from the repo root)
     p = subprocess.run([sys.executable, "-c", _DRIVER], input=json.dumps(steps), capture_output=True, text=True, cwd=tmp_path,
-                       timeout=300)
-    assert p.returncode == 0, f"{page.name}:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+                       timeout=110)
+    assert p.returncode == 0, f"{page.name} ({section}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
 
 
 def test_architecture_topology_table_says_what_exists():

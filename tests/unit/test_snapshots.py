@@ -17,7 +17,8 @@ from shoal.topologies.nodes import NodeContext
 #: Small settings, applied where an algorithm's config has the field: tiny nets, learning from the start,
 #: and a Q-table initialised off the fixed point so that every tabular update moves it.
 SMALL = {"hidden": (16, 16), "batch_size": 16, "learning_starts": 0, "buffer_size": 1000, "num_envs": 2,
-         "rollout_length": 8, "train_freq": 1, "gradient_steps": 1, "epochs": 1, "minibatch_size": 0, "q_init": 1.0}
+         "rollout_length": 8, "train_freq": 1, "gradient_steps": 1, "epochs": 1, "minibatch_size": 0, "q_init": 1.0,
+         "burn_in": 2, "trace_length": 6}  # R2D2: sequences short enough for random CartPole episodes
 ENVS = {"shoal.agents.continuous": "Pendulum-v1", "shoal.agents.tabular": "shoal/Treasure1D-v0"}
 
 
@@ -42,7 +43,7 @@ def test_get_variables_is_a_snapshot_that_later_steps_leave_alone(algo):
     live = node.networks.state_dict()
     assert not _storages(snapshot) & _storages(live), "get_variables shares storage with the live parameters"
 
-    for _ in range(200):  # rounds until the learner has taken a step (REINFORCE waits for a whole episode)
+    for _ in range(2000):  # rounds until the learner has taken a step (REINFORCE: a whole episode; R2D2: a batch of sequences)
         program.run_iteration()
         if node.get_variables()[0] != version:
             break

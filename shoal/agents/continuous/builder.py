@@ -16,7 +16,8 @@ from shoal.agents.continuous.actor import ContinuousActor, ContinuousPolicy
 from shoal.agents.continuous.config import D4PGConfig, DDPGConfig, OffPolicyConfig, SACConfig
 from shoal.agents.continuous.learner import D4PGLearner, DPGLearner, OffPolicyLearner, SACLearner
 from shoal.agents.continuous.networks import ContinuousNetworks, check_spec
-from shoal.core.interfaces import Builder, Policy, Table
+from shoal.agents.replay_builder import ReplayBuilder
+from shoal.core.interfaces import Policy, Table
 from shoal.core.schedules import per_actor_exponent
 from shoal.core.seeding import derive_seed
 from shoal.core.types import EnvSpec
@@ -25,7 +26,7 @@ from shoal.errors import ConfigError
 from shoal.returns.categorical import categorical_support
 
 
-class ContinuousBuilder(Builder):
+class ContinuousBuilder(ReplayBuilder):
     """Builds DDPG/TD3 (a :class:`DDPGConfig`), D4PG (a :class:`D4PGConfig`) or SAC (a :class:`SACConfig`) pieces."""
 
     config: OffPolicyConfig
@@ -41,16 +42,6 @@ class ContinuousBuilder(Builder):
     @property
     def stochastic(self) -> bool:
         return isinstance(self.config, SACConfig)
-
-    @property
-    def replay_batch_size(self) -> int:
-        """``batch_size``: items per learner batch."""
-        return self.config.batch_size
-
-    @property
-    def checkpoint_replay(self) -> bool:
-        """``checkpoint_replay``: whether checkpoints hold the replay table."""
-        return self.config.checkpoint_replay
 
     @property
     def replay_rate(self) -> tuple[float, int]:

@@ -15,30 +15,16 @@ from shoal.agents.dqn.actor import DQNActor, EpsilonGreedyPolicy
 from shoal.agents.dqn.config import DQNConfig
 from shoal.agents.dqn.learner import DQNLearner
 from shoal.agents.dqn.networks import QNetwork
-from shoal.core.interfaces import Builder, Policy, Table
+from shoal.agents.replay_builder import TrainFreqBuilder
+from shoal.core.interfaces import Policy, Table
 from shoal.core.seeding import derive_seed
 from shoal.data import FrameStackStorage, NStepTransitionAdder, ReplayTable
 
 
-class DQNBuilder(Builder):
+class DQNBuilder(TrainFreqBuilder):
     """Builds Q-networks, a replay table, epsilon-greedy actors and a DQN learner."""
 
     config: DQNConfig
-
-    @property
-    def steps_per_iteration(self) -> int:
-        """Vector steps per actor per iteration: ``train_freq`` env steps (at least one vector step)."""
-        return max(1, self.config.train_freq // self.num_envs)
-
-    @property
-    def replay_batch_size(self) -> int:
-        """``batch_size``: items per learner batch."""
-        return self.config.batch_size
-
-    @property
-    def checkpoint_replay(self) -> bool:
-        """``checkpoint_replay``: whether checkpoints hold the replay table."""
-        return self.config.checkpoint_replay
 
     @property
     def replay_rate(self) -> tuple[float, int]:
@@ -46,14 +32,6 @@ class DQNBuilder(Builder):
         items (at most a full table)."""
         c = self.config
         return c.batch_size * c.gradient_steps / c.train_freq, min(max(c.learning_starts, c.batch_size), c.buffer_size)
-
-    def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
-        """``gradient_steps`` per ``train_freq`` env steps from ``learning_starts`` on, minus those done."""
-        c = self.config
-        if env_steps < c.learning_starts:
-            return 0
-        rounds = (env_steps - c.learning_starts) // c.train_freq + 1
-        return max(0, rounds * c.gradient_steps - learner_steps)
 
     def make_networks(self) -> QNetwork:
         c = self.config

@@ -14,30 +14,16 @@ from shoal.agents.r2d2.actor import R2D2Actor, RecurrentEpsilonGreedyPolicy, seq
 from shoal.agents.r2d2.config import R2D2Config
 from shoal.agents.r2d2.learner import R2D2Learner
 from shoal.agents.r2d2.networks import RecurrentQNetwork
-from shoal.core.interfaces import Builder, Policy, Table
+from shoal.agents.replay_builder import TrainFreqBuilder
+from shoal.core.interfaces import Policy, Table
 from shoal.core.seeding import derive_seed
 from shoal.data import ReplayTable, SequenceAdder
 
 
-class R2D2Builder(Builder):
+class R2D2Builder(TrainFreqBuilder):
     """Builds recurrent Q-networks, a prioritized sequence table, R2D2 actors and the R2D2 learner."""
 
     config: R2D2Config
-
-    @property
-    def steps_per_iteration(self) -> int:
-        """Vector steps per actor per iteration: ``train_freq`` env steps (at least one vector step)."""
-        return max(1, self.config.train_freq // self.num_envs)
-
-    @property
-    def replay_batch_size(self) -> int:
-        """``batch_size``: sequences per learner batch."""
-        return self.config.batch_size
-
-    @property
-    def checkpoint_replay(self) -> bool:
-        """``checkpoint_replay``: whether checkpoints hold the replay table."""
-        return self.config.checkpoint_replay
 
     @property
     def items_per_env_step(self) -> float:
@@ -57,14 +43,6 @@ class R2D2Builder(Builder):
         c = self.config
         spi = c.batch_size * c.gradient_steps * c.period / c.train_freq
         return spi, min(max(c.learning_starts // c.period, c.batch_size), c.buffer_size)
-
-    def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
-        """``gradient_steps`` per ``train_freq`` env steps from ``learning_starts`` on, minus those done."""
-        c = self.config
-        if env_steps < c.learning_starts:
-            return 0
-        rounds = (env_steps - c.learning_starts) // c.train_freq + 1
-        return max(0, rounds * c.gradient_steps - learner_steps)
 
     def make_networks(self) -> RecurrentQNetwork:
         c = self.config
