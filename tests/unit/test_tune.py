@@ -308,3 +308,19 @@ def test_two_sessions_at_once_on_one_storage_sample_different_points(tmp_path, l
     trials = _trials(a.storage, a.study_name)
     assert sorted(t.number for t in trials) == [0, 1, 2] and [t["number"] for t in nested[0].trials] == [1]
     assert len({t.params["lr"] for t in trials}) == 3  # each trial's sampler is seeded by its own number
+
+
+
+def test_a_ten_trial_study_of_real_runs_prunes_at_least_one_trial(tmp_path, lr_space):
+    """The real runner end to end: PPO on CartPole with learning rates over four orders of magnitude."""
+    result = tune("ppo", "CartPole-v1", 10, steps=4096, study_dir=tmp_path / "p", space=lr_space, evals=4,
+                  startup_trials=3, warmup_evals=1, overrides={"eval_episodes": 2})
+    trials = _trials(result.storage, result.study_name)
+    assert len(trials) == 10
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, [(t.params, t.intermediate_values) for t in trials]
+    for t in pruned:  # stopped by the runner before its budget, with its run directory complete
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert (run_dir / "eval.json").exists()
+        with (run_dir / "metrics.csv").open() as f:
+            assert max(int(float(r["env_steps"])) for r in csv.DictReader(f)) < 4096
