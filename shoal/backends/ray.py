@@ -84,6 +84,8 @@ def start_private_ray(num_cpus: int | None = None, runtime_env: dict[str, Any] |
                 raise ShoalError(f"Ray {ray.__version__} started without token authentication; install ray>=2.60 "
                                  "(or set RAY_AUTH_MODE=token)")
     except BaseException:
+        if ray.is_initialized():  # a half-started instance would be taken for the caller's own by the next backend
+            ray.shutdown()
         restore_auth_env(before)
         raise
     return before
@@ -304,16 +306,23 @@ class RayBackend(Backend):
             except Exception:
                 pass
         self.actors.clear()
-        if getattr(self, "_placement_groups", None):
-            from ray.util.placement_group import remove_placement_group
+        try:
+            if getattr(self, "_placement_groups", None):
+                from ray.util.placement_group import remove_placement_group
 
-            for group in self._placement_groups:
-                remove_placement_group(group)
-            self._placement_groups = []
-        if self.owns_ray:
-            ray.shutdown()
-            restore_auth_env(self._auth_before)
-            self.owns_ray = False
+                for group in self._placement_groups:
+                    try:
+                        remove_placement_group(group)
+                    except Exception:
+                        pass
+                self._placement_groups = []
+        finally:
+            if self.owns_ray:
+                self.owns_ray = False
+                try:
+                    ray.shutdown()
+                finally:
+                    restore_auth_env(self._auth_before)
 
 
 def run_tasks(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, num_cpus: float = 1, max_parallel: int | None = None,

@@ -249,15 +249,18 @@ def _read_tensors(path: Path, expected: str, json_path: Path) -> dict[str, torch
         f = open(path, "rb", buffering=0)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {json_path} refers to missing {path.name}; {fallback}") from None
-    with f, ThreadPoolExecutor(1) as pool:
-        hashing: Future[None] | None = None
-        while pos < size and (n := f.readinto(view[pos:pos + _CHUNK])):
+    try:
+        with f, ThreadPoolExecutor(1) as pool:
+            hashing: Future[None] | None = None
+            while pos < size and (n := f.readinto(view[pos:pos + _CHUNK])):
+                if hashing is not None:
+                    hashing.result()
+                hashing = pool.submit(h.update, view[pos:pos + n])
+                pos += n
             if hashing is not None:
                 hashing.result()
-            hashing = pool.submit(h.update, view[pos:pos + n])
-            pos += n
-        if hashing is not None:
-            hashing.result()
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({e.strerror}); {fallback}") from None
     if pos != size or h.hexdigest() != expected:
         raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch); {fallback}")
     try:
@@ -308,7 +311,19 @@ def _read_doc(json_path: Path) -> tuple[Path, dict[str, Any]]:
     if not json_path.exists():
         raise CheckpointError(f"checkpoint {json_path} does not exist; pass a run directory or checkpoint that exists")
     try:
-        doc = json.loads(json_path.read_text())
+        text = json_path.read_text()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {json_path} does not exist; pass a run directory or checkpoint that exists") from None
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {json_path} is unreadable ({e.strerror}); delete it to fall back to an earlier one") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"checkpoint {json_path} is corrupt (not text); delete it to fall back to an earlier one") from None
+    try:
+        doc = json.loads(text)
+        fmt = doc.get("format", 1)
+        if isinstance(fmt, int) and fmt > FORMAT_VERSION:  # intact but newer: before any field is judged missing
+            raise CheckpointFormatError(f"checkpoint {json_path} has format {fmt}, newer than this shoal reads "
+                                        f"({FORMAT_VERSION}); upgrade shoal to load it")
         files = [doc] + ([doc["detached"]] if doc.get("detached") is not None else [])
         complete = "tree" in doc and all(isinstance(f["weights"], str) and isinstance(f["sha256"], str) for f in files)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -319,9 +334,9 @@ def _read_doc(json_path: Path) -> tuple[Path, dict[str, Any]]:
         complete, why = False, "a tensor file outside its folder"
     if not complete:
         raise CheckpointError(f"checkpoint {json_path} is corrupt ({why}); delete it to fall back to an earlier one")
-    if int(doc.get("format", 1)) > FORMAT_VERSION:
-        raise CheckpointFormatError(f"checkpoint {json_path} has format {doc['format']}, newer than this shoal reads "
-                              f"({FORMAT_VERSION}); upgrade shoal to load it")
+    if not isinstance(doc.get("format", 1), int):
+        raise CheckpointError(f"checkpoint {json_path} is corrupt (its format is not a number); delete it to fall back "
+                              "to an earlier one")
     return json_path, doc
 
 
@@ -425,6 +440,17 @@ def quarantine_checkpoint(json_path: Path) -> Path:
     return dest
 
 
+def _set_aside(bad: list[Path]) -> None:
+    """Quarantine each unusable checkpoint, with a warning naming where it went."""
+    for b in bad:
+        try:
+            dest = quarantine_checkpoint(b)
+        except OSError as e:
+            raise CheckpointError(f"could not set the unusable checkpoint {b} aside ({e.strerror}); move it out of "
+                                  "the checkpoints folder by hand and resume again") from None
+        warnings.warn(f"set {b.name} aside in {dest}", ShoalWarning, stacklevel=2)
+
+
 def load_newest_checkpoint(folder: Path, detached: bool = True,
                            quarantine: bool = False) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """The newest checkpoint in ``folder`` that loads: ``(json_path, tree, meta)``.
@@ -465,6 +491,8 @@ def load_newest_checkpoint(folder: Path, detached: bool = True,
                     else:
                         warnings.warn(f"{str(e).split('; ')[0]}; loading {path.name} without its replay, which "
                                       "refills as the actors run", ShoalWarning, stacklevel=2)
+                        if quarantine:
+                            _set_aside(bad)
                         return path, tree, meta
                 first_error = first_error or e
                 bad.append(path)
@@ -472,9 +500,7 @@ def load_newest_checkpoint(folder: Path, detached: bool = True,
                 warnings.warn(f"{str(e).split('; ')[0]}; {nxt}", ShoalWarning, stacklevel=2)
                 continue
             if quarantine:
-                for b in bad:
-                    dest = quarantine_checkpoint(b)
-                    warnings.warn(f"set {b.name} aside in {dest}", ShoalWarning, stacklevel=2)
+                _set_aside(bad)
             return path, tree, meta
         if not pruned:
             break

@@ -362,7 +362,8 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
                 if env_steps >= next_ckpt and env_steps < run.steps:
                     save(env_steps)
                     next_ckpt = (env_steps // every + 1) * every
-            save(env_steps)
+            if not (ckpt_dir / f"ckpt-{env_steps:012d}.json").exists():  # a resumed finished run: it is the one loaded
+                save(env_steps)
             if run.capture_video and last_video != env_steps:
                 record(env_steps)  # the final policy's
         result = None
@@ -391,7 +392,10 @@ def _run_dir_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir/.lock`` while training there: a second trainer (a ``--resume`` while the run is alive) is refused."""
     import fcntl
 
-    f = open(run_dir / ".lock", "a+")
+    try:
+        f = open(run_dir / ".lock", "a+")
+    except OSError as e:
+        raise ConfigError(f"cannot write in the run directory {str(run_dir)!r} ({e.strerror}); check its permissions") from None
     try:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -239,3 +239,41 @@ def test_two_private_ray_instances_one_after_another_in_one_process(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.split() == ["512", "512", "None"]  # both ran; the token left the environment with the instance
+
+
+def test_a_newer_format_is_recognised_before_its_fields_are_judged(tmp_path):
+    import json
+
+    from shoal.errors import CheckpointFormatError
+
+    (tmp_path / "ckpt-000000000001.json").write_text(json.dumps({"format": 99, "something": "else"}))
+    with pytest.raises(CheckpointFormatError, match="upgrade shoal"):
+        load_newest_checkpoint(tmp_path, quarantine=True)
+    assert (tmp_path / "ckpt-000000000001.json").exists()
+
+
+def test_corrupt_newer_checkpoints_are_set_aside_when_the_one_that_loads_lacks_only_its_replay(tmp_path):
+    import torch
+
+    from shoal.io.checkpoint import Detachable
+
+    save_checkpoint(tmp_path / "ckpt-000000000001", {"w": torch.ones(2), "replay": Detachable({"x": torch.ones(3)})})
+    save_checkpoint(tmp_path / "ckpt-000000000002", {"w": torch.ones(2)})
+    _flip_a_byte(tmp_path / "ckpt-000000000002.safetensors")
+    _flip_a_byte(tmp_path / "ckpt-000000000001.detached.safetensors")
+    with pytest.warns(UserWarning):
+        path, tree, _ = load_newest_checkpoint(tmp_path, quarantine=True)
+    assert path.name == "ckpt-000000000001.json" and "replay" not in tree
+    # the corrupt newer one is gone from the listing, so pruning after the resume never takes it for the newest
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-000000000001.json"]
+
+
+def test_resuming_a_finished_run_leaves_its_newest_checkpoint_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    shoal.train("ppo", "CartPole-v1", steps=1024, run_dir=str(run), quiet=True, tensorboard=False,
+                overrides={"eval_episodes": 1})
+    newest = list_checkpoints(run / "checkpoints")[-1]
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
+    shoal.train(resume=str(run), quiet=True, tensorboard=False)
+    assert list_checkpoints(run / "checkpoints")[-1] == newest
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == before  # not rewritten
