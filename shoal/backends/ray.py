@@ -177,14 +177,26 @@ def _with_object_store(cls: type[Any]) -> type[Any]:
                                        "__module__": cls.__module__, "__doc__": cls.__doc__})
 
 
+#: Environment variable naming a custom resource: actor nodes go, while it is alive, to the Ray node that has it.
+ACTOR_RESOURCE_VAR = "SHOAL_RAY_ACTOR_RESOURCE"
+
+
 class RayBackend(Backend):
-    """Places each node in its own Ray actor process."""
+    """Places each node in its own Ray actor process.
+
+    ``actor_resource`` (default: the ``SHOAL_RAY_ACTOR_RESOURCE`` environment variable) names a
+    custom resource of one Ray node (``ray start --resources '{"NAME": 1}'``): the restartable
+    nodes (the actors) are placed on that node with a soft node affinity, so they land elsewhere
+    when it is full, and when it is lost a restarted actor comes back on a surviving node.
+    """
 
     name = "ray"
     concurrent = True
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, py_modules: Sequence[str] = ()) -> None:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, py_modules: Sequence[str] = (),
+                 actor_resource: str | None = None) -> None:
         self.address = address
+        self.actor_resource = actor_resource if actor_resource is not None else os.environ.get(ACTOR_RESOURCE_VAR, "")
         self.owns_ray = False
         self._auth_before: dict[str, str | None] = {}
         self.actors: list[Any] = []
@@ -248,10 +260,22 @@ class RayBackend(Backend):
             options["max_concurrency"] = int(concurrency)  # a threaded actor: serves while a call blocks
         if self.node_runtime_env:
             options["runtime_env"] = self.node_runtime_env
+        if max_restarts > 0 and self.actor_resource:
+            options["scheduling_strategy"] = self._actor_affinity()
         remote_cls: Any = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts, **options)(_with_object_store(cls))
         actor = remote_cls.remote(*(_unwrap(a) for a in args), **{k: _unwrap(v) for k, v in kwargs.items()})
         self.actors.append(actor)
         return RayHandle(actor, name or cls.__name__)
+
+    def _actor_affinity(self) -> Any:
+        """A soft affinity to the live Ray node that has the custom resource ``actor_resource``."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        holders = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and self.actor_resource in n.get("Resources", {})]
+        if not holders:
+            raise ConfigError(f"no live Ray node has the resource {self.actor_resource!r} that {ACTOR_RESOURCE_VAR} names; "
+                              f"start one with ray start --resources '{{\"{self.actor_resource}\": 1}}' or unset {ACTOR_RESOURCE_VAR}")
+        return NodeAffinitySchedulingStrategy(holders[0], soft=True)
 
     def spawn_group(self, cls: type, args: Sequence[tuple[Any, ...]], num_cpus: float = 1, num_gpus: float = 0,
                     strategy: str = "PACK", timeout_s: float = 120.0, names: Sequence[str] = ()) -> list[NodeHandle]:
@@ -325,8 +349,9 @@ class RayBackend(Backend):
                     restore_auth_env(self._auth_before)
 
 
-def run_tasks(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, num_cpus: float = 1, max_parallel: int | None = None,
-              address: str | None = None, cluster_cpus: int | None = None) -> Iterator[tuple[int, Any, BaseException | None]]:
+def run_tasks(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, num_cpus: float = 1, num_gpus: float = 0,
+              max_parallel: int | None = None, address: str | None = None,
+              cluster_cpus: int | None = None) -> Iterator[tuple[int, Any, BaseException | None]]:
     """Run ``fn(*args)`` for each ``args`` of ``calls`` as one Ray task each, at most ``max_parallel`` at a time.
 
     Yields ``(index, result, None)`` or ``(index, None, error)`` as each task ends, so one failed
@@ -334,9 +359,14 @@ def run_tasks(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, num_c
     module-level function of an installed package). Without a running Ray this starts a private
     one (``cluster_cpus`` logical CPUs, default the machine's cores) or connects to ``address``,
     and stops it when the iterator is exhausted or closed; tasks still running then are cancelled.
+    ``num_gpus`` is what each task requests (Ray hides every GPU from a task that requests none).
     """
     backend = RayBackend(address=address, num_cpus=cluster_cpus)
-    remote = ray.remote(num_cpus=num_cpus, max_retries=0)(fn)
+    if num_gpus and not ray.cluster_resources().get("GPU"):
+        backend.shutdown()
+        raise ConfigError("device='cuda' but the Ray cluster has no GPU (cluster resources show GPU=0); "
+                          "use device=cpu or add a node with a GPU")
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(fn)
     limit = max(1, max_parallel or len(calls))
     pending: dict[Any, int] = {}
     queued = list(enumerate(calls))

@@ -132,12 +132,12 @@ def run_experiment(algo: str, env: str, seeds: Sequence[int], experiment_dir: st
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder):
         return _run_locked(folder, algo, env, seeds, digest, jobs, parallel, ray_address, report, run_kwargs,
-                           default_parallel())
+                           default_parallel(), resolved.run.device)
 
 
 def _run_locked(folder: Path, algo: str, env: str, seeds: list[int], digest: str, jobs: str, parallel: int | None,
                 ray_address: str | None, report: Callable[[str], None] | None, run_kwargs: dict[str, Any],
-                cores: int) -> dict[str, Any]:
+                cores: int, device: str = "cpu") -> dict[str, Any]:
     manifest: dict[str, Any]
     if is_experiment(folder):
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -175,7 +175,7 @@ def _run_locked(folder: Path, algo: str, env: str, seeds: list[int], digest: str
     say(f"experiment {folder}: {algo} on {env}, seeds {' '.join(map(str, seeds))} "
         f"({'Ray tasks' if jobs == 'ray' else 'processes'}, {min(parallel or cores, len(seeds))} at a time)")
     try:
-        for i, result, err in _jobs(calls, jobs, parallel, ray_address):
+        for i, result, err in _jobs(calls, jobs, parallel, ray_address, device):
             seed = seeds[i]
             if err is not None:
                 manifest["results"][str(seed)] = {"status": "failed", "error": _error_text(err)}
@@ -195,10 +195,10 @@ def _run_locked(folder: Path, algo: str, env: str, seeds: list[int], digest: str
 
 
 def _jobs(calls: list[tuple[Any, ...]], jobs: str, parallel: int | None,
-          ray_address: str | None) -> Any:
+          ray_address: str | None, device: str = "cpu") -> Any:
     from shoal.run.parallel import run_jobs
 
-    return run_jobs(_train_seed, calls, backend=jobs, max_parallel=parallel, ray_address=ray_address)
+    return run_jobs(_train_seed, calls, backend=jobs, max_parallel=parallel, ray_address=ray_address, device=device)
 
 
 def failed_seeds(manifest: dict[str, Any]) -> list[int]:

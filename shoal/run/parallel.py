@@ -39,6 +39,14 @@ def check_jobs(backend: str, max_parallel: int | None, ray_address: str | None) 
         raise ConfigError("--ray-address only applies with --backend ray; drop it or pass --backend ray")
 
 
+def gpus_per_job(device: str, parallel: int) -> float:
+    """The GPU share each Ray job requests: ``parallel`` jobs share one GPU when they train on CUDA.
+
+    A job requesting no GPU sees none on Ray, so ``device=auto`` jobs train on the CPU there.
+    """
+    return 1.0 / max(1, parallel) if device.startswith("cuda") else 0.0
+
+
 def _child(fn: Callable[..., Any], args: tuple[Any, ...], conn: Connection) -> None:
     """A job's process: run it and send ``("ok", result)`` or ``("err", exception)`` back."""
     try:
@@ -55,11 +63,13 @@ def _child(fn: Callable[..., Any], args: tuple[Any, ...], conn: Connection) -> N
 
 
 def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], backend: str = "process",
-             max_parallel: int | None = None, ray_address: str | None = None) -> Iterator[tuple[int, Any, BaseException | None]]:
+             max_parallel: int | None = None, ray_address: str | None = None,
+             device: str = "cpu") -> Iterator[tuple[int, Any, BaseException | None]]:
     """Run ``fn(*args)`` for every ``args`` in ``calls``; yield ``(index, result, error)`` as each ends.
 
     A job that raises, or whose process dies, yields its error and the others go on. ``fn``
-    must be a module-level function (it is imported by name in the worker).
+    must be a module-level function (it is imported by name in the worker). ``device`` is the
+    jobs' learner device: on Ray, CUDA jobs request a share of a GPU (:func:`gpus_per_job`).
     """
     check_jobs(backend, max_parallel, ray_address)
     limit = max(1, min(max_parallel or default_parallel(), len(calls) or 1))
@@ -67,7 +77,7 @@ def run_jobs(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], backend: 
         from shoal.backends.ray import run_tasks
 
         yield from run_tasks(fn, calls, max_parallel=limit, address=ray_address or None,
-                             cluster_cpus=None if ray_address else limit)
+                             cluster_cpus=None if ray_address else limit, num_gpus=gpus_per_job(device, limit))
         return
     ctx = multiprocessing.get_context("spawn")
     queued = list(enumerate(calls))

@@ -148,16 +148,20 @@ def train(algo: str | None = None, env: Any = None, *, steps: int | None = None,
     run_dir = Path(run_dir) if run_dir else default_run_dir(algo, env_id, run.seed)
     created = False
     if resume is None:
-        if (run_dir / "config.yaml").exists():
-            raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; "
-                              f"continue it with --resume {run_dir} or choose another --run-dir")
-        created = not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False))
+        _refuse_existing_run(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:  # one atomic mkdir: of two trainers starting in one new directory, only one created it
+            run_dir.mkdir()
+            created = True
+        except FileExistsError:
+            pass
     ckpt_dir = run_dir / "checkpoints"
 
     try:
         with _run_dir_lock(run_dir):
+            if resume is None:  # checked again under the lock: another trainer may have started here meanwhile
+                _refuse_existing_run(run_dir)
+                atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved.to_yaml_dict(), sort_keys=False))
             return _train(resolved, spec, run_dir, ckpt_dir, resume is not None, quiet, tensorboard, on_eval)
     except BaseException:
         # Leave nothing that --resume would trip on: a run that never checkpointed is removed.
@@ -385,6 +389,12 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
             warnings.warn(f"the tracker could not finish its run ({type(e).__name__}: {e})", ShoalWarning, stacklevel=2)
         finally:
             program.close()
+
+
+def _refuse_existing_run(run_dir: Path) -> None:
+    if (run_dir / "config.yaml").exists():
+        raise ConfigError(f"run directory {str(run_dir)!r} already holds a run; "
+                          f"continue it with --resume {run_dir} or choose another --run-dir")
 
 
 @contextlib.contextmanager

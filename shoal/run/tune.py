@@ -275,7 +275,7 @@ def tune(algo: str, env: str, trials: int, *, steps: int | None = None, storage:
                         str(config) if config else None, overrides)
 
     done: list[dict[str, Any]] = []
-    for summary in _run(study, store, trials, job_for, jobs, parallel, ray_address):
+    for summary in _run(study, store, trials, job_for, jobs, parallel, ray_address, base.run.device):
         done.append(summary)
         say(_trial_line(summary))
     study = optuna.load_study(study_name=name, storage=_storage(url))
@@ -356,7 +356,7 @@ def _ask(study: Any) -> int:
 
 
 def _run(study: Any, storage: Any, trials: int, job_for: Callable[[int], TrialJob], jobs: str, parallel: int | None,
-         ray_address: str | None) -> Iterator[dict[str, Any]]:
+         ray_address: str | None, device: str = "cpu") -> Iterator[dict[str, Any]]:
     """Ask for ``trials`` trials on the driver and run them; every asked trial ends told, even on Ctrl-C."""
     asked: list[int] = []
     told: set[int] = set()
@@ -376,7 +376,7 @@ def _run(study: Any, storage: Any, trials: int, job_for: Callable[[int], TrialJo
             asked.append(number)
             storage.record_heartbeat(_trial_id(storage, study.study_name, number))  # stale if this driver dies
         for i, summary, err in run_jobs(run_trial, [(job_for(n),) for n in asked], backend="ray",
-                                        max_parallel=parallel, ray_address=ray_address):
+                                        max_parallel=parallel, ray_address=ray_address, device=device):
             number = asked[i]
             if err is not None:  # the worker died or raised outside the trial: the study hears of it here
                 _fail_if_running(study, storage, number)

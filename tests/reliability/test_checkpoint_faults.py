@@ -227,6 +227,24 @@ def test_a_second_trainer_in_a_live_run_directory_is_refused(tmp_path):
         proc.wait(timeout=30)
 
 
+def test_a_fresh_run_starting_where_another_trainer_holds_the_directory_is_refused_and_deletes_nothing(tmp_path):
+    """Two trainers started into one new directory: the one that finds it taken leaves the other's files alone."""
+    import fcntl
+
+    import shoal
+    from shoal.errors import ConfigError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "theirs.txt").write_text("the other trainer's file")
+    with open(run / ".lock", "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="in use by another shoal process"):
+            shoal.train("ppo", "CartPole-v1", steps=256, run_dir=run, quiet=True, tensorboard=False)
+    assert (run / "theirs.txt").read_text() == "the other trainer's file"
+    assert not (run / "config.yaml").exists()
+
+
 @pytest.mark.slow
 def test_two_private_ray_instances_one_after_another_in_one_process(tmp_path):
     code = ("import os, shoal\n"

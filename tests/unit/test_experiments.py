@@ -242,3 +242,20 @@ def test_seeds_run_as_ray_tasks_with_backend_ray(tmp_path):
     for s in (3, 4):
         cfg = yaml.safe_load((tmp_path / "e" / f"ppo_CartPole-v1_s{s}" / "config.yaml").read_text())
         assert cfg["run"]["seed"] == s and cfg["run"]["backend"] == "inprocess"
+
+
+def test_cuda_jobs_on_ray_request_a_share_of_a_gpu_and_cpu_jobs_none():
+    from shoal.run.parallel import gpus_per_job
+
+    assert gpus_per_job("cuda", 4) == 0.25 and gpus_per_job("cuda:0", 1) == 1.0
+    assert gpus_per_job("cpu", 4) == 0.0 and gpus_per_job("auto", 2) == 0.0
+
+
+@pytest.mark.ray
+def test_a_ray_job_asking_for_a_gpu_on_a_cluster_without_one_is_a_clear_error(tmp_path):
+    import ray
+
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this Ray cluster has a GPU")
+    with pytest.raises(ConfigError, match="device='cuda' but the Ray cluster has no GPU"):
+        run_experiment("ppo", "CartPole-v1", [0], tmp_path / "e", jobs="ray", steps=64, overrides={"device": "cuda"})

@@ -185,7 +185,6 @@ class ApexD4PGConfig(D4PGConfig):
     initial priorities (cross-entropies) for the one prioritized replay."""
 
     actor_priorities: bool = True
-    noise_sigma: float = 0.3
     actor_noise_alpha: float = 1.5
 
 

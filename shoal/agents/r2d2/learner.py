@@ -9,6 +9,7 @@ Ape-X topology; either way the sequences' new priorities go back through
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from shoal.core.device import to_device
 from shoal.core.interfaces import Learner, Table
 from shoal.core.schedules import LinearSchedule
 from shoal.data import importance_weights
+from shoal.errors import ShoalWarning
 from shoal.nets.optim import clip_grad_norm_, load_optimizer_state, make_optimizer, optimizer_state
 
 
@@ -52,6 +54,7 @@ class R2D2Learner(Learner):
         self.opt = make_optimizer("adam", self.net.parameters(), cfg.lr, cfg.optimizer_eps)
         self.beta = LinearSchedule(cfg.per_beta, cfg.per_beta_final, planned_learner_steps(cfg, total_steps))
         self.steps = 0
+        self._warned_untrained = False
         self._params = list(self.net.parameters())
 
     @property
@@ -135,7 +138,13 @@ class R2D2Learner(Learner):
         n = valid.sum().clamp(min=1)
         q_values = q.detach() if not c.value_rescaling else inverse_value_rescale(q.detach(), c.rescale_eps)
         q_mean = (q_values * valid).sum() / n  # in the return's units: h^-1 of the learned h(Q)
-        return {"loss": float(loss.detach()), "q_mean": float(q_mean)}, priorities
+        trained = float(valid.float().mean())
+        if trained == 0.0 and not self._warned_untrained:
+            self._warned_untrained = True
+            warnings.warn(f"a batch of R2D2 sequences had no timestep to train on after the burn-in of {c.burn_in}: "
+                          f"episodes end within the burn-in; lower burn_in (now {c.burn_in})",
+                          ShoalWarning, stacklevel=2)
+        return {"loss": float(loss.detach()), "q_mean": float(q_mean), "trained_fraction": trained}, priorities
 
     def state(self) -> dict[str, Any]:
         return {"networks": self.net.state_dict(), "target_networks": self.target.state_dict(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from shoal.config import build
 from shoal.core.seeding import seeded_global_rngs
 from shoal.core.types import StepResult
 from shoal.envs import env_spec, make_vec_env
-from shoal.errors import ConfigError
+from shoal.errors import ConfigError, ShoalWarning
 
 ENV = "shoal/CartPoleNoVel-v1"
 SMALL = dict(num_envs=2, burn_in=4, trace_length=8, sequence_period=6, batch_size=8, buffer_size=200, n_step=3,
@@ -369,3 +371,19 @@ def test_stored_state_copies_read_only_arrays_without_warning():
     assert sh.shape == sc.shape == (1, 2, 3)
     np.testing.assert_array_equal(sh.numpy(), h.transpose(1, 0, 2))
     np.testing.assert_array_equal(sc.numpy(), c.transpose(1, 0, 2))
+
+
+def test_a_batch_with_nothing_after_the_burn_in_warns_once_and_reports_its_trained_fraction():
+    b = _builder(prioritized=False)
+    learner = b.make_learner(b.make_networks(), b.make_tables())
+    items = _batch(b)
+    m, _ = learner.update(items)
+    assert 0.0 < m["trained_fraction"] <= 1.0
+    ended = {k: v.copy() for k, v in items.items()}
+    ended["mask"][:, b.config.burn_in:] = False  # every episode ended inside the burn-in
+    with pytest.warns(ShoalWarning, match=r"no timestep to train on after the burn-in of 4.*lower burn_in"):
+        m, _ = learner.update(ended)
+    assert m["trained_fraction"] == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learner.update(ended)  # once per learner, not every step
