@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(WANDB_MODE=offline: to a local folder for `wandb sync`); TensorBoard is always written")
     t.add_argument("--wandb-project", help="W&B project (default shoal)")
     t.add_argument("--wandb-entity", help="W&B user or team (default: the account's own)")
+    t.add_argument("--dataset", help="offline algorithms (bc, cql, offline_dqn, offline_sac): the Minari dataset id or "
+                   "folder to learn from; the env defaults to the dataset's")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. lr=3e-4 hidden=[64,64]")
 
     e = sub.add_parser("eval", help="evaluate the last checkpoint of a run")
@@ -98,12 +100,15 @@ def _cmd_train(a: argparse.Namespace) -> int:
         return cmd_train_seeds(a, {**parse_overrides(a.overrides), **tracking})
     if a.experiment or a.parallel is not None:
         raise ShoalError("--experiment and --parallel apply to --seeds; add --seeds 0 1 2 or drop them")
+    from shoal.run.offline import offline_settings
+
+    a.env, overrides = offline_settings(a.algo, a.dataset, a.env, parse_overrides(a.overrides))
     retain_freed_memory()  # this process is shoal's own (no user code in it): learners reuse freed blocks
     if a.resume and a.run_dir:
         raise ShoalError("pass either --resume DIR or --run-dir DIR, not both")
     run = train(a.algo, a.env, steps=a.steps, seed=a.seed, run_dir=a.run_dir, backend=a.backend, num_actors=a.num_actors,
                 num_learners=a.num_learners,
-                topology=a.topology, config=a.config, overrides={**parse_overrides(a.overrides), **tracking}, resume=a.resume,
+                topology=a.topology, config=a.config, overrides={**overrides, **tracking}, resume=a.resume,
                 ray_address=a.ray_address,
                 quiet=a.quiet)
     msg = f"run directory: {run.run_dir}  env steps: {run.env_steps:,}  wall: {run.wall_time_s:.1f}s"
@@ -250,10 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cmd in ("train", "eval", "bench", "tune"):
         _cwd_importable()
-    from shoal.run.commands import cmd_report, cmd_tune
+    from shoal.run.commands import cmd_record, cmd_report, cmd_tune
 
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "list": _cmd_list, "play": _cmd_play,
-                "tune": cmd_tune, "report": cmd_report, "export": _cmd_export}
+                "tune": cmd_tune, "report": cmd_report, "export": _cmd_export,
+                "record": cmd_record}
     import warnings
 
     default_format = _one_line_warnings()

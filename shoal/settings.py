@@ -65,6 +65,15 @@ class RunConfig:
     """Failures an actor node survives before the run stops with an error: deaths of its process (on Ray
     it is restarted and pulls the newest parameters), and within each process, env crashes (the env is
     made anew inside the node)."""
+    env_step_timeout: float = 0.0
+    """Seconds an env step may take before the env counts as hung: it is abandoned (its worker processes
+    terminated with vector=async) and made anew inside its node, like an env that raised (within
+    max_restarts). 0 (default): no limit. In-process envs then step in a thread of their own, which costs
+    a thread switch per step; set it well above the slowest normal step."""
+    on_nonfinite: str = "skip"
+    """A NaN or inf in a loss, gradient, reward or observation: ``skip`` (the learner skips that update and
+    counts it as nonfinite_updates; an env that returned it is made anew and counted in env_restarts,
+    within max_restarts) or ``stop`` the run with an error naming the step and the source."""
     inference_device: str = ""
     """Device of batched inference held apart from the actors (SEED's inference server, GA3C's predictor):
     cpu, cuda or auto like ``device``; empty: the learner's device. Actors always act on the CPU."""
@@ -86,6 +95,8 @@ class RunConfig:
         require(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         require(self.log_every >= 0, f"log_every must be >= 0, got {self.log_every}")
         require(self.max_restarts >= 0, f"max_restarts must be >= 0, got {self.max_restarts}")
+        require(self.env_step_timeout >= 0, f"env_step_timeout must be >= 0 seconds (0: no limit), got {self.env_step_timeout}")
+        require(self.on_nonfinite in ("skip", "stop"), f"on_nonfinite must be skip or stop, got {self.on_nonfinite!r}")
         require(self.on_checkpoint_error in ("stop", "continue"),
                 f"on_checkpoint_error must be stop or continue, got {self.on_checkpoint_error!r}")
         require(self.video_every >= 0, f"video_every must be >= 0, got {self.video_every}")

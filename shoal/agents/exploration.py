@@ -7,9 +7,11 @@ from typing import Callable
 import numpy as np
 
 
-def epsilon_greedy(q_fn: Callable[[np.ndarray], np.ndarray], obs: np.ndarray, epsilon: float, num_actions: int,
-                   rng: np.random.Generator, break_ties: bool = False) -> np.ndarray:
+def epsilon_greedy(q_fn: Callable[[np.ndarray], np.ndarray], obs: np.ndarray, epsilon: float | np.ndarray,
+                   num_actions: int, rng: np.random.Generator, break_ties: bool = False) -> np.ndarray:
     """Epsilon-greedy actions for a batch: uniformly random with probability ``epsilon``, else greedy.
+
+    ``epsilon`` is one rate for the whole batch or one per row (``[B]``).
 
     ``q_fn`` maps the batch ``obs`` to action values ``[B, num_actions]`` (numpy).
 

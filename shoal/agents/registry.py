@@ -109,6 +109,9 @@ register(AlgoSpec("apex_dqn", f"{_DQN}.config:ApexDQNConfig", f"{_DQN}.builder:D
 register(AlgoSpec("gorila", f"{_DQN}.config:GorilaConfig", f"{_DQN}.builder:DQNBuilder", "gorila",
                   "GORILA DQN: actor-replay-learner bundles; learners push gradients to a sharded parameter server"))
 
+register(AlgoSpec("hdqn", "shoal.agents.hdqn.config:HDQNConfig", "shoal.agents.hdqn.builder:HDQNBuilder", "local",
+                  "h-DQN: a meta-controller DQN picks goals, a controller DQN reaches them for intrinsic reward"))
+
 _R2D2 = "shoal.agents.r2d2"
 register(AlgoSpec("r2d2", f"{_R2D2}.config:R2D2Config", f"{_R2D2}.builder:R2D2Builder", "local",
                   "R2D2: recurrent Q-network from stored-state sequences with burn-in, n-step Double Q, value rescaling"))
@@ -129,6 +132,22 @@ register(AlgoSpec("d4pg", f"{_CONT}.config:D4PGConfig", f"{_CONT}.builder:Contin
 register(AlgoSpec("apex_d4pg", f"{_CONT}.config:ApexD4PGConfig", f"{_CONT}.builder:ContinuousBuilder", "apex",
                   "D4PG on Ape-X: N actors with their own noise scales, actor-computed cross-entropy priorities"))
 
+_PREF = "shoal.agents.preference"
+register(AlgoSpec("pref_sac", f"{_PREF}.config:PrefSACConfig", f"{_CONT}.preference:PrefSACBuilder", "local",
+                  "SAC on a reward learned from preferences over segment pairs (oracle or a person at the terminal)"))
+register(AlgoSpec("pref_ppo", f"{_PREF}.config:PrefPPOConfig", f"{_PG}.preference:PrefPPOBuilder", "local",
+                  "PPO on a reward learned from preferences over segment pairs (oracle or a person at the terminal)"))
+
 _AZ = "shoal.agents.alphazero"
 register(AlgoSpec("alphazero", f"{_AZ}.config:AlphaZeroConfig", f"{_AZ}.builder:AlphaZeroBuilder", "alphazero",
                   "AlphaZero: PUCT search with a policy-value network, improved by self-play (board games)"))
+
+_OFF = "shoal.agents.offline"
+register(AlgoSpec("bc", f"{_OFF}.config:BCConfig", f"{_OFF}.builder:OfflineBuilder", "offline",
+                  "behaviour cloning from a dataset (--dataset): cross-entropy or tanh-Gaussian fit, early stopping"))
+register(AlgoSpec("cql", f"{_OFF}.config:CQLConfig", f"{_OFF}.builder:OfflineBuilder", "offline",
+                  "conservative Q-learning from a dataset: CQL(H) on DQN (discrete) or SAC (continuous)"))
+register(AlgoSpec("offline_dqn", f"{_OFF}.config:NaiveOfflineConfig", f"{_OFF}.builder:OfflineDQNBuilder", "offline",
+                  "naive offline DQN: the DQN learner on a dataset, no CQL term"))
+register(AlgoSpec("offline_sac", f"{_OFF}.config:NaiveOfflineConfig", f"{_OFF}.builder:OfflineSACBuilder", "offline",
+                  "naive offline SAC: the SAC learner on a dataset, no CQL term"))

@@ -7,6 +7,15 @@ from typing import Any
 from shoal.core.interfaces import Builder
 
 
+def train_freq_steps_due(config: Any, env_steps: int, learner_steps: int) -> int:
+    """``config.gradient_steps`` per ``config.train_freq`` env steps from ``config.learning_starts`` on, minus
+    the ``learner_steps`` done: DQN's update schedule, for any config with those three fields."""
+    if env_steps < config.learning_starts:
+        return 0
+    rounds = (env_steps - config.learning_starts) // config.train_freq + 1
+    return max(0, rounds * config.gradient_steps - learner_steps)
+
+
 class ReplayBuilder(Builder):
     """A builder whose config has ``batch_size`` and ``checkpoint_replay`` (DQN, R2D2, DDPG/TD3/SAC/D4PG)."""
 
@@ -33,8 +42,4 @@ class TrainFreqBuilder(ReplayBuilder):
 
     def learner_steps_due(self, env_steps: int, learner_steps: int) -> int:
         """``gradient_steps`` per ``train_freq`` env steps from ``learning_starts`` on, minus those done."""
-        c = self.config
-        if env_steps < c.learning_starts:
-            return 0
-        rounds = (env_steps - c.learning_starts) // c.train_freq + 1
-        return max(0, rounds * c.gradient_steps - learner_steps)
+        return train_freq_steps_due(self.config, env_steps, learner_steps)

@@ -187,7 +187,10 @@ class RayBackend(Backend):
     ``actor_resource`` (default: the ``SHOAL_RAY_ACTOR_RESOURCE`` environment variable) names a
     custom resource of one Ray node (``ray start --resources '{"NAME": 1}'``): the restartable
     nodes (the actors) are placed on that node with a soft node affinity, so they land elsewhere
-    when it is full, and when it is lost a restarted actor comes back on a surviving node.
+    when it is full, and when it is lost a restarted actor comes back on a surviving node. The
+    other nodes (learners, queues, replay, servers), which are not restarted, then go to the
+    driver's node (a hard affinity: Ray places an actor that asks for no resources on a random
+    node unless its affinity is hard), so losing the actors' node loses only actors.
     """
 
     name = "ray"
@@ -260,17 +263,23 @@ class RayBackend(Backend):
             options["max_concurrency"] = int(concurrency)  # a threaded actor: serves while a call blocks
         if self.node_runtime_env:
             options["runtime_env"] = self.node_runtime_env
-        if max_restarts > 0 and self.actor_resource:
-            options["scheduling_strategy"] = self._actor_affinity()
+        if self.actor_resource:
+            options["scheduling_strategy"] = self._affinity(actor=max_restarts > 0, num_gpus=num_gpus)
         remote_cls: Any = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts, **options)(_with_object_store(cls))
         actor = remote_cls.remote(*(_unwrap(a) for a in args), **{k: _unwrap(v) for k, v in kwargs.items()})
         self.actors.append(actor)
         return RayHandle(actor, name or cls.__name__)
 
-    def _actor_affinity(self) -> Any:
-        """A soft affinity to the live Ray node that has the custom resource ``actor_resource``."""
+    def _affinity(self, actor: bool, num_gpus: float = 0) -> Any:
+        """An actor's soft affinity to the live Ray node that has the resource ``actor_resource``; any other
+        node's affinity to the driver's node: hard, unless it asks for ``num_gpus`` GPUs that node lacks (a
+        learner on a GPU-less head), then soft, so it goes to a node with the GPUs instead of waiting forever."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        if not actor:
+            here = ray.get_runtime_context().get_node_id()
+            gpus = sum(float(n.get("Resources", {}).get("GPU", 0.0)) for n in ray.nodes() if n.get("NodeID") == here)
+            return NodeAffinitySchedulingStrategy(here, soft=num_gpus > gpus)
         holders = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and self.actor_resource in n.get("Resources", {})]
         if not holders:
             raise ConfigError(f"no live Ray node has the resource {self.actor_resource!r} that {ACTOR_RESOURCE_VAR} names; "

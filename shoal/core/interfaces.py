@@ -236,6 +236,11 @@ class Builder(ABC):
         return None
 
     @property
+    def offline(self) -> bool:
+        """Whether the algorithm learns from a dataset with no actors (only the offline topology runs it)."""
+        return False
+
+    @property
     def single_learner(self) -> str | None:
         """Why the algorithm as configured trains with one learner only (refused before a group of
         ``num_learners > 1`` is placed), or None when a learner group may train it."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Callable
+import multiprocessing
+from typing import Any, Callable, cast
 
 import gymnasium as gym
 import numpy as np
@@ -14,10 +15,15 @@ from shoal.core.types import EnvSpec, StepResult
 from shoal.envs.episode_stats import EpisodeTracker
 from shoal.envs.ids import bare_env_id, import_env_module, split_env_id
 from shoal.envs.registration import register_envs
+from shoal.envs.watchdog import EnvHung
 from shoal.errors import EnvError
 
 EnvLike = str | Callable[[], gym.Env]
 VECTOR_MODES = ("auto", "sync", "async", "batched", "envpool")
+
+
+class NonFiniteEnvOutput(EnvError):
+    """An env returned a NaN or inf observation or reward (its own dynamics, not shoal's)."""
 
 
 def check_env_id(env_id: str) -> str:
@@ -151,8 +157,8 @@ class VecEnv:
             raise EnvError(f"env {self.env_id!r} returned {what} of shape {obs.shape}, expected {self._obs_shape}; "
                            "fix the env's observation_space or its step()")
         if obs.dtype.kind == "f" and not np.isfinite(obs).all():
-            raise EnvError(f"env {self.env_id!r} returned a non-finite {what} (NaN or inf); "
-                           "check the env's dynamics or add a wrapper that clips it")
+            raise NonFiniteEnvOutput(f"env {self.env_id!r} returned a non-finite {what} (NaN or inf); "
+                                     "check the env's dynamics or add a wrapper that clips it")
         return obs
 
     def reset(self, seed: int | None = None) -> np.ndarray:
@@ -162,12 +168,30 @@ class VecEnv:
         self._obs = self._check_obs(obs, "observation") if self.check else obs
         return self._obs
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        """Step every copy; ended copies are reset in the same call."""
+    @property
+    def in_subprocesses(self) -> bool:
+        """Whether the copies run in worker processes (Gymnasium's ``AsyncVectorEnv``, ``vector=async``)."""
+        return isinstance(self.env, gym.vector.AsyncVectorEnv)
+
+    def step(self, actions: np.ndarray, timeout: float | None = None) -> StepResult:
+        """Step every copy; ended copies are reset in the same call.
+
+        ``timeout`` (seconds; copies in worker processes only, see :attr:`in_subprocesses`): a
+        step not done by then raises :class:`~shoal.envs.watchdog.EnvHung`; then close the env
+        with ``terminate=True``.
+        """
         if self._discrete:
             actions = np.asarray(actions, dtype=np.int64)
         try:
-            obs, reward, terminated, truncated, info = self.env.step(actions)
+            if timeout is not None and self.in_subprocesses:
+                workers = cast(gym.vector.AsyncVectorEnv, self.env)
+                workers.step_async(actions)
+                try:
+                    obs, reward, terminated, truncated, info = workers.step_wait(timeout=timeout)
+                except multiprocessing.TimeoutError:
+                    raise EnvHung(f"step did not return within {timeout:g} s (env_step_timeout)") from None
+            else:
+                obs, reward, terminated, truncated, info = self.env.step(actions)
         except ValueError as e:
             if "shape" in str(e) or "stack" in str(e):
                 raise EnvError(f"env {self.env_id!r} returned an observation that does not match its observation_space "
@@ -185,10 +209,13 @@ class VecEnv:
                 self._check_obs(obs, "observation")
             # One float64 sum per array is finite exactly when every element is (NaN and inf
             # propagate; float32 values cannot overflow a float64 sum): cheaper than isfinite().all().
-            if not math.isfinite(float(reward.sum()) + (float(obs.sum(dtype=np.float64)) if self._float_obs else 0.0)):
-                self._check_obs(obs, "observation")
-                raise EnvError(f"env {self.env_id!r} returned a non-finite reward {reward[~np.isfinite(reward)][0]}; "
-                               "check the env's reward function")
+            if not math.isfinite(float(reward.sum(dtype=np.float64))
+                                 + (float(obs.sum(dtype=np.float64)) if self._float_obs else 0.0)):
+                self._check_obs(obs, "observation")  # the slow check, element by element: finite values may overflow a sum
+                bad = reward[~np.isfinite(reward)]
+                if bad.size:
+                    raise NonFiniteEnvOutput(f"env {self.env_id!r} returned a non-finite reward {bad[0]}; "
+                                             "check the env's reward function")
             if done.any():
                 self._check_obs(final_obs, "final observation")
         self._obs = obs
@@ -198,8 +225,12 @@ class VecEnv:
             result.extras["episodes"] = ended
         return result
 
-    def close(self) -> None:
-        self.env.close()
+    def close(self, terminate: bool = False) -> None:
+        """Close every copy; ``terminate``: kill worker processes instead of asking them (one may hang)."""
+        if terminate and self.in_subprocesses:
+            self.env.close(terminate=True)
+        else:
+            self.env.close()
 
 
 def _dense_final_obs(info: dict, obs: np.ndarray, done: np.ndarray) -> np.ndarray:

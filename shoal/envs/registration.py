@@ -17,6 +17,8 @@ TOY_IDS: dict[str, tuple[str, int]] = {
     "shoal/BlockingMaze-v0": ("shoal.envs.toy.blocking_maze:BlockingMaze", 10_000),
     # The same maze with its wall already moved: where a run past the move is evaluated.
     "shoal/BlockingMazeMoved-v0": ("shoal.envs.toy.blocking_maze:blocking_maze_moved", 10_000),
+    # h-DQN's six-state chain (Kulkarni et al. 2016), cut at 100 steps.
+    "shoal/StochasticDecision-v0": ("shoal.envs.toy.stochastic_decision:StochasticDecision", 100),
 }
 
 #: Gymnasium id -> vector entry point of its numpy-batched twin ``shoal/<id>``

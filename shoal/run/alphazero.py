@@ -71,7 +71,7 @@ def train_game(resolved: ResolvedConfig, run_dir: Path | None, resuming: bool, q
         raise ConfigError(f"alphazero trains on the CPU only, got device={run.device!r}; drop the setting or pass device=cpu")
     from shoal.config import to_dict
 
-    ctx = GameContext(to_dict(cfg), resolved.env_id, run.seed, run.torch_threads)
+    ctx = GameContext(to_dict(cfg), resolved.env_id, run.seed, run.torch_threads, on_nonfinite=run.on_nonfinite)
     ctx.builder()  # a ConfigError for an env that is not a game, before anything is written
     run_dir = Path(run_dir) if run_dir else default_run_dir(resolved.algo, resolved.env_id, run.seed)
     created = False

@@ -11,7 +11,7 @@ from shoal.errors import ConfigError
 
 
 def add_parsers(sub: Any) -> None:
-    """Add ``tune`` and ``report`` to the ``shoal`` command's subparsers."""
+    """Add ``tune``, ``report`` and ``record`` to the ``shoal`` command's subparsers."""
     t = sub.add_parser("tune", help="search hyperparameters with Optuna; writes the best settings as a YAML")
     t.add_argument("algo", help="algorithm name (see `shoal list`)")
     t.add_argument("--env", required=True, help="Gymnasium env id, e.g. CartPole-v1")
@@ -42,6 +42,17 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     r.add_argument("--ci", type=float, default=0.95, help="confidence level (default 0.95)")
     r.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+
+    rec = sub.add_parser("record", help="play a trained run's greedy policy and write the episodes as a Minari dataset")
+    rec.add_argument("run_dir", help="directory of a run written by `shoal train`")
+    rec.add_argument("--episodes", type=int, required=True, help="episodes to record")
+    rec.add_argument("--out", required=True, help="dataset id (e.g. shoal/cartpole-eps0.3-v0, stored under "
+                     "MINARI_DATASETS_PATH or ~/.minari/datasets) or a folder to write the dataset into")
+    rec.add_argument("--epsilon", type=float, default=0.0, help="discrete actions: probability of a uniformly random "
+                     "action instead of the greedy one (default 0)")
+    rec.add_argument("--action-noise", type=float, default=0.0, help="continuous actions: std of Gaussian noise added "
+                     "to the greedy action, in actions rescaled to [-1, 1]; clipped to the bounds (default 0)")
+    rec.add_argument("--seed", type=int, default=0, help="episode i resets with seed+i; also seeds the noise (default 0)")
 
 
 def cmd_tune(a: argparse.Namespace) -> int:
@@ -99,6 +110,18 @@ def cmd_plot(a: argparse.Namespace) -> int | None:
 
     out = plot_experiments(paths, Path(a.out), a.x, a.y, a.title, a.ymin, a.ymax)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_record(a: argparse.Namespace) -> int:
+    """``shoal record``: write the dataset, print where and what."""
+    import numpy as np
+
+    from shoal.run.record import record_dataset
+
+    rec = record_dataset(a.run_dir, a.episodes, a.out, a.epsilon, a.action_noise, a.seed)
+    print(f"wrote {rec.path} (dataset {rec.dataset_id}): {rec.episodes} episodes, {rec.steps:,} steps, "
+          f"mean return {np.mean(rec.returns):.2f}")
     return 0
 
 

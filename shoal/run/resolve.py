@@ -28,7 +28,9 @@ FIXED_ON_RESUME: dict[str, tuple[str, ...]] = {
               "optimizer", "normalize_obs", "normalize_reward", "num_envs", "rollout_length", "episodes_per_update",
               "buffer_size", "prioritized", "frame_storage", "checkpoint_replay", "n_step", "exploration", "noise",
               "encoder", "lstm_hidden", "burn_in", "trace_length", "sequence_period", "recurrent", "lstm_layers",
-              "critic_lstm", "num_atoms", "v_min", "v_max", "value_rescaling", "rescale_eps", "gamma"),
+              "critic_lstm", "num_atoms", "v_min", "v_max", "value_rescaling", "rescale_eps", "gamma",
+              "ensemble_size", "reward_hidden", "segment_memory", "segment_length",
+              "goal_fn", "num_goals", "success_window"),
 }
 
 

@@ -190,7 +190,8 @@ def _train(resolved: ResolvedConfig, spec: Any, run_dir: Path, ckpt_dir: Path, r
         raise
     ctx = NodeContext(resolved.algo, _plain(resolved.agent), resolved.env, spec, run.steps, run.seed,
                       run.torch_threads, device, run.vector, max_restarts=run.max_restarts,
-                      inference_device=inference_device)
+                      inference_device=inference_device, env_step_timeout=run.env_step_timeout,
+                      on_nonfinite=run.on_nonfinite)
     topology = run.topology
     try:
         reason = misfit(topology, ctx.builder())

@@ -11,7 +11,8 @@ parameters from the shards' snapshots.
 Every shard filters what it is pushed (GORILA, Nair et al. 2015): a gradient slice computed
 on a version more than ``max_staleness`` versions older than the shard's is dropped, and so
 is one whose loss lies more than ``outlier_std`` standard deviations above the running mean
-of pushed losses; both are counted. Shards decide on their own (there is no global lock), as
+of pushed losses; both are counted. A slice holding a NaN or inf is dropped as an outlier too
+(counted also as ``dropped_nonfinite``): it would make the shard's parameters NaN. Shards decide on their own (there is no global lock), as
 in the paper's asynchronous server.
 """
 
@@ -122,6 +123,7 @@ class ParameterShard:
         self.version = 0
         self.losses = RunningLoss(config.loss_window)
         self.applied = self.dropped_stale = self.dropped_outlier = 0
+        self.dropped_nonfinite = 0  # of dropped_outlier: slices holding a NaN or inf (not checkpointed)
         self.env_steps = 0
         self._staleness: list[int] = []
         self._lock = threading.Lock()
@@ -146,6 +148,10 @@ class ParameterShard:
             if c.max_staleness > 0 and staleness > c.max_staleness:
                 outcome = STALE
                 self.dropped_stale += 1
+            elif not bool(torch.isfinite(g).all()):
+                outcome = OUTLIER
+                self.dropped_outlier += 1
+                self.dropped_nonfinite += 1
             elif finite and self.losses.is_outlier(loss, c.outlier_std, c.outlier_warmup):
                 outcome = OUTLIER
                 self.dropped_outlier += 1
@@ -198,6 +204,7 @@ class ParameterShard:
             st, self._staleness = self._staleness, []
             return {"version": float(self.version), "applied": float(self.applied),
                     "dropped_stale": float(self.dropped_stale), "dropped_outlier": float(self.dropped_outlier),
+                    "dropped_nonfinite": float(self.dropped_nonfinite),
                     "staleness": float(np.mean(st)) if st else 0.0, "loss_mean": self.losses.mean,
                     "loss_std": self.losses.std}
 

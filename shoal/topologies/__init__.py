@@ -64,6 +64,7 @@ TOPOLOGIES: dict[str, str] = {
     "gorila": "shoal.topologies.gorila",
     "dppo": "shoal.topologies.dppo",
     "alphazero": "shoal.topologies.alphazero",
+    "offline": "shoal.topologies.offline",
 }
 
 
@@ -92,5 +93,7 @@ def multi_learner(name: str) -> bool:
 
 def misfit(name: str, builder: Any) -> str | None:
     """Why topology ``name`` cannot run the algorithm ``builder`` builds, or None when it fits."""
+    if builder.offline and name != "offline":  # a dataset, no actors: only the offline topology
+        return "it learns from a dataset with no actors; it runs on the offline topology"
     fits = getattr(_module(name), "misfit", None)
     return None if fits is None else fits(builder)

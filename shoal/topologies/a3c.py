@@ -86,11 +86,13 @@ class ParameterNode(SharedLearnerNode):
                 self.dropped += 1
                 return {"accepted": 0.0, "staleness": float(staleness)}
             # a copy: an array from Ray's object store is read-only
+            before = self.learner.version
             m = cast(GradientLearner, self.learner).apply_gradients(torch.tensor(grad), env_steps)  # checked in __init__
             self.learner_steps += 1
             self.accepted += 1
             self.learner_env_steps += env_steps
-            self._publish()
+            if self.learner.version != before:  # a skipped (non-finite) gradient made no new version to publish
+                self._publish()
         return {"accepted": 1.0, "staleness": float(staleness), **m}
 
     def metrics(self) -> dict[str, float]:

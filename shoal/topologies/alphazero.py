@@ -30,7 +30,7 @@ from shoal.agents.alphazero.networks import NetworkEvaluator
 from shoal.agents.alphazero.player import SearchPlayer, match
 from shoal.backends.base import Backend
 from shoal.config import build, positive, require
-from shoal.core import store
+from shoal.core import nonfinite, store
 from shoal.core.seeding import derive_seed, seeded_global_rngs
 from shoal.core.threads import set_threads
 from shoal.core.types import ActorReport
@@ -67,6 +67,8 @@ class GameContext:
     game: str
     seed: int
     torch_threads: int = 1
+    on_nonfinite: str = "skip"
+    """A NaN or inf in an update: ``skip`` it or ``stop`` the run (``RunConfig.on_nonfinite``)."""
 
     def builder(self) -> AlphaZeroBuilder:
         """The run's builder (this process's threads set to ``torch_threads``)."""
@@ -169,6 +171,7 @@ class LearnerNode:
         self.builder, self.cfg, self.variables = b, b.config, variables
         self.net = ctx.initial_network()
         self.learner = b.make_learner(self.net, derive_seed(ctx.seed, "replay"))
+        nonfinite.configure(self.learner, ctx.on_nonfinite)
         self.best = ctx.initial_network()       # the gate's best network (what self-play uses when gated)
         self.best_version = 0
         self.gate_results: list[dict[str, float]] = []

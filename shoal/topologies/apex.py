@@ -47,7 +47,7 @@ from shoal.services.variables import Publisher, VariableServer
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
 from shoal.topologies.asynchronous import AsyncProgram, copy_tree, idle_report
-from shoal.topologies.nodes import ActorNode, NodeContext
+from shoal.topologies.nodes import ActorNode, NodeContext, add_metrics, mean_metrics
 
 
 @dataclass
@@ -135,7 +135,7 @@ class ApexLearnerNode:
         Returns mean metrics over the steps done, with ``learner_steps`` (in all).
         """
         totals: dict[str, Any] = {}
-        done = 0
+        seen: dict[str, int] = {}
         t0 = time.monotonic()
         while seconds is None or time.monotonic() - t0 < seconds:
             batches = self.replay.call("sample", self.batches_per_call, self.batch_size, timeout).result()
@@ -143,15 +143,13 @@ class ApexLearnerNode:
                 break
             self.feed.feed(batches)
             while self.feed.pending:
-                for k, v in self.learner.step().items():  # tensors stay where they are until the end
-                    totals[k] = totals[k] + v if k in totals else v
-                done += 1
+                add_metrics(totals, seen, self.learner.step())  # tensors stay where they are until the end
             self.learner_steps += len(batches)
             if self._priorities is not None:
                 self._priorities.result()  # one update in flight at most; its errors surface here
             self._priorities = self.replay.call("update_priorities", self.feed.take_priorities())
             self.publisher.publish(*self.learner.get_variables())
-        out = {k: float(v) / done for k, v in totals.items()} if done else {}
+        out = mean_metrics(totals, seen)
         out["learner_steps"] = float(self.learner_steps)
         return out
 

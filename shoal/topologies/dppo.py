@@ -9,8 +9,11 @@ current version from M of the N workers (``min_gradients``): it applies their av
 publishes the new version and wakes the waiting workers. A gradient that arrives after its
 round closed (computed on an older version) is late: dropped and counted, per worker. With
 the KL penalty each worker reports KL(old || new) on its rollout after its last round and
-the chief adapts the penalty coefficient once per M reports (halved below
-``kl_target / 1.5``, doubled above ``1.5 kl_target``) and serves it to the workers.
+the chief adapts the penalty coefficient once per policy iteration (``rounds_per_rollout``
+updates), from the mean of the first M reports of the iteration (halved below ``kl_target / 1.5``,
+doubled above ``1.5 kl_target``), and serves it to the workers; a report measured less than
+``rounds_per_rollout`` versions after those of the last adaptation (a straggler of an iteration
+already adapted) is late, dropped and counted.
 
 On the cooperative in-process backend a round asks the workers in turn (the order rotates
 by one each round); the chief closes the round at the M-th gradient, so the last N - M are
@@ -92,6 +95,9 @@ class ChiefNode(LearnerNode):
         self.learner_env_steps = 0
         self.kls: list[float] = []
         self.last_kl = 0.0
+        self.kl_adapted_at: int | None = None  # the oldest version the last adaptation's reports were measured on
+        self._kl_measured: int | None = None  # the oldest version the reports gathered since were measured on
+        self.late_kl = 0
         self._publish()
 
     def _publish(self) -> None:
@@ -109,13 +115,15 @@ class ChiefNode(LearnerNode):
         """Apply the mean of the round's gradients as one update and publish the new version."""
         grads = list(self.round.values())
         mean = torch.from_numpy(np.mean(np.stack(grads), axis=0).astype(np.float32))
+        before = self.version
         cast(GradientLearner, self.learner).apply_gradients(mean, self.pending_env_steps)  # checked in __init__
         self.learner_env_steps += self.pending_env_steps
         self.pending_env_steps = 0
         self.round.clear()
         self.rounds += 1
         self.learner_steps += 1
-        self._publish()
+        if self.version != before:  # a skipped (non-finite) mean gradient made no new version to publish
+            self._publish()
         self._cond.notify_all()
 
     def join(self) -> None:
@@ -147,10 +155,11 @@ class ChiefNode(LearnerNode):
             self.accepted[worker_id] += 1
             if len(self.round) >= self._needed():
                 self._close()
-            elif wait:
-                done = self._cond.wait_for(lambda: self.version > base_version or self.released,
-                                           self.settings.round_timeout_s)
-                if not done and self.version == base_version and self.round:
+            elif wait:  # until this round closes (a skipped update closes it too, with no new version)
+                joined = self.rounds
+                done = self._cond.wait_for(lambda: self.rounds > joined or self.version != base_version
+                                           or self.released, self.settings.round_timeout_s)
+                if not done and self.rounds == joined and self.round:
                     self._close()
             return {"accepted": 1.0, "version": float(self.version)}
 
@@ -164,16 +173,32 @@ class ChiefNode(LearnerNode):
         with self._cond:
             return {"kl_beta": float(ac.beta), "env_steps": float(ac.env_steps)}
 
-    def report_kl(self, kl: float) -> None:
-        """A worker's KL(old || new) on its rollout after its last round; every M reports adapt the penalty."""
+    def report_kl(self, kl: float, version: int | None = None) -> bool:
+        """A worker's KL(old || new) on its rollout after its last round, measured on parameter ``version``
+        (None: the chief's now); whether it counted.
+
+        A worker's rollout spans ``rounds_per_rollout`` versions at least (each of its rounds waits for a new
+        one), so reports of the next iteration are measured that many versions after the oldest of the last
+        adaptation's.
+        The first M of them adapt the penalty once, by their mean; a report measured sooner belongs to an
+        iteration already adapted and is late (dropped, counted). So one policy iteration adapts the penalty
+        once however many of its N workers report.
+        """
         with self._cond:
+            measured = self.version if version is None else int(version)
+            if self.kl_adapted_at is not None and measured < self.kl_adapted_at + self.settings.rounds_per_rollout:
+                self.late_kl += 1
+                return False
             self.kls.append(float(kl))
+            self._kl_measured = measured if self._kl_measured is None else min(measured, self._kl_measured)
             if len(self.kls) >= self._needed():
                 self.last_kl = float(np.mean(self.kls))
                 self.kls.clear()
+                self.kl_adapted_at, self._kl_measured = self._kl_measured, None
                 ac: Any = self.learner  # an actor-critic learner
                 if ac.cfg.loss == "kl_penalty":
                     ac.beta = adapt_kl_beta(ac.beta, self.last_kl, ac.cfg.kl_target)
+            return True
 
     def release(self) -> None:
         """Stop waiting for rounds (the program is closing)."""
@@ -183,7 +208,7 @@ class ChiefNode(LearnerNode):
 
     def metrics(self) -> dict[str, float]:
         with self._cond:
-            return {"late_gradients": float(sum(self.late)), "rounds": float(self.rounds),
+            return {"late_gradients": float(sum(self.late)), "late_kl_reports": float(self.late_kl), "rounds": float(self.rounds),
                     "kl_beta": float(getattr(self.learner, "beta", 0.0)), "kl": self.last_kl,
                     "learner_env_steps": float(self.learner_env_steps), "learner_steps": float(self.learner_steps)}
 
@@ -212,6 +237,8 @@ class ChiefNode(LearnerNode):
             if len(state.get("late", [])) == self.num_workers:
                 self.late, self.accepted = [int(x) for x in state["late"]], [int(x) for x in state["accepted"]]
             self.round.clear()
+            self.kls.clear()
+            self.kl_adapted_at = self._kl_measured = None  # reports of the restored run's next iteration count
             self.variables = VariableServer()
             self._publish()
 
@@ -270,7 +297,7 @@ class DPPOWorkerNode(ActorNode):
         with torch.no_grad():
             params, _ = self.net(obs.reshape(n, *obs.shape[2:]))
             kl = float(self.net.dist.kl(old.reshape(n, *old.shape[2:]), params).mean())
-        self.chief.call("report_kl", kl).result()
+        self.chief.call("report_kl", kl, self.version).result()
         return kl
 
     def work(self, num_rollouts: int) -> ActorReport:

@@ -251,6 +251,7 @@ class GorilaProgram(AsyncProgram):
                 "applied_gradients": float(sum(m["applied"] for m in shards)),
                 "dropped_stale": float(sum(m["dropped_stale"] for m in shards)),
                 "dropped_outlier": float(sum(m["dropped_outlier"] for m in shards)),
+                "dropped_nonfinite": float(sum(m.get("dropped_nonfinite", 0.0) for m in shards)),
                 "gradient_staleness": float(np.mean([m["staleness"] for m in shards])),
                 "learner_steps": float(sum(m["learner_steps"] for m in learners))}
 

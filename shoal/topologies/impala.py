@@ -31,7 +31,7 @@ from shoal.services.variables import Publisher, VariableServer
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
 from shoal.topologies.asynchronous import AsyncProgram, SharedLearnerNode, actor_critic_misfit, idle_report
-from shoal.topologies.nodes import ActorNode, NodeContext
+from shoal.topologies.nodes import ActorNode, NodeContext, add_metrics, mean_metrics
 
 
 @dataclass
@@ -149,6 +149,7 @@ class QueueLearnerNode(SharedLearnerNode):
     def train(self, num_batches: int, timeout: float, seconds: float | None = None) -> dict[str, float]:
         """Up to ``num_batches`` updates from queued unrolls (for at most ``seconds``); mean metrics, lag, drops."""
         totals: dict[str, float] = {}
+        seen: dict[str, int] = {}
         lags: list[int] = []
         done = 0
         t0 = time.monotonic()
@@ -166,13 +167,12 @@ class QueueLearnerNode(SharedLearnerNode):
                 if not fresh:
                     continue
                 lags += [version - r.policy_version for r in fresh]
-                for k, v in self.learner.step(fresh).items():
-                    totals[k] = totals.get(k, 0.0) + float(v)
+                add_metrics(totals, seen, self.learner.step(fresh))
                 self.learner_steps += 1
                 self.learner_env_steps += sum(r.num_steps for r in fresh)
                 done += 1
                 self._after_update()
-        out = {k: v / done for k, v in totals.items()} if done else {}
+        out = mean_metrics(totals, seen)
         if lags:
             out["policy_lag"] = float(np.mean(lags))  # mean over this call's unrolls (the learner's own is the oldest)
         out.update(learner_env_steps=float(self.learner_env_steps), dropped_unrolls=float(self.dropped),
@@ -216,7 +216,7 @@ class ImpalaProgram(AsyncProgram):
         conc = max(4, 2 * n + 2)
         self.queue = backend.spawn(QueueNode, capacity, name="queue", num_cpus=0, concurrency=conc)
         self.variables = backend.spawn(VariableServer, name="variables", num_cpus=0, concurrency=conc)
-        if run.num_learners > 1:  # a group of ranks averaging gradients, rank 0 publishing (Ray only)
+        if run.num_learners > 1:  # a group of ranks averaging gradients, rank 0's versions published
             from shoal.topologies.impala_learners import spawn_impala_learners
 
             self.learner = spawn_impala_learners(backend, ctx, run.num_learners, self.queue, self.variables, s,
@@ -249,7 +249,7 @@ class ImpalaProgram(AsyncProgram):
 #: The topology's settings (``topology.KEY=VALUE``; printed under ``topology:`` in config.yaml).
 Settings = ImpalaSettings
 
-#: ``num_learners > 1`` places a learner group on Ray (see :mod:`shoal.topologies.impala_learners`).
+#: ``num_learners > 1`` places a learner group (see :mod:`shoal.topologies.impala_learners`).
 MULTI_LEARNER = True
 
 

@@ -23,10 +23,11 @@ replay does; importance weights are divided by the largest weight of the group's
 
 Placement: on Ray the ranks are Ray actors in one placement group (``PACK``: on one node when
 it fits); elsewhere (``inprocess``, ``threaded``) each rank is a spawned process of its own
-(:mod:`shoal.backends.process`). The rendezvous is the rank-0 host's address and the port of
-the TCP store rank 0 serves there (bound to a port the system picks, so no other process can
-take it first). The group waits for every rank to be built before they meet; the first rank
-error of any call to all ranks is raised as itself, naming the rank, and stops the others.
+(:mod:`shoal.backends.process`), on CUDA with a GPU of its own (:func:`rank_devices`). The
+rendezvous is the rank-0 host's address and the port of the TCP store rank 0 serves there
+(bound to a port the system picks, so no other process can take it first). The group waits
+for every rank to be built before they meet; the first rank error of any call to all ranks is
+raised as itself, naming the rank, and stops the others.
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ class LearnerGroup(NodeHandle):
 
     ALL_RANKS = frozenset({"learn", "train", "load_state"})
 
-    def __init__(self, backend: Backend, cls: type, ctx: NodeContext, num_learners: int, *args: Any,
+    def __init__(self, backend: Backend | None, cls: type, ctx: NodeContext, num_learners: int, *args: Any,
                  name: str = "learner", timeout_s: float = 300.0, start_timeout_s: float = 300.0) -> None:
         if num_learners < 2:
             raise ValueError(f"a learner group needs at least 2 learners, got {num_learners}")
@@ -318,8 +319,8 @@ class LearnerGroup(NodeHandle):
             self.ranks: list[NodeHandle] = spawn_group(cls, [(ctx, r, num_learners, *args) for r in range(num_learners)],
                                                        num_gpus=learner_gpus(ctx.device), names=self.names)
         else:  # one spawned process per rank
-            dev = ctx.device
-            self._owned = [ProcessHandle(cls, dataclasses.replace(ctx, device=_rank_device(dev, r)), r, num_learners, *args,
+            devices = rank_devices(ctx.device, num_learners)
+            self._owned = [ProcessHandle(cls, dataclasses.replace(ctx, device=devices[r]), r, num_learners, *args,
                                          name=self.names[r], start_timeout_s=start_timeout_s) for r in range(num_learners)]
             self.ranks = list(self._owned)
         try:
@@ -341,6 +342,7 @@ class LearnerGroup(NodeHandle):
                 if ready or time.monotonic() >= end:
                     return ready
                 time.sleep(0.005)
+        assert self.backend is not None, "futures without done() come from a backend's handles"
         return self.backend.wait(futures, num_returns=1, timeout=timeout)[0]
 
     def _stop_ranks(self) -> None:
@@ -372,6 +374,16 @@ class LearnerGroup(NodeHandle):
             return future
         return self.ranks[0].call(method, *args, num_returns=num_returns, **kwargs)
 
+    def scatter(self, method: str, shares: Sequence[Any], timeout_s: float | None = None, what: str = "") -> GroupFuture:
+        """Call ``method`` on every rank with an argument of its own (``shares[r]`` to rank ``r``); as a call to all
+        ranks, rank 0's value once every rank is done, the first rank error naming its rank."""
+        self._check_pending()
+        if len(shares) != self.num_learners:
+            raise ValueError(f"scatter needs one share per rank ({self.num_learners}), got {len(shares)}")
+        futures = [h.call(method, share) for h, share in zip(self.ranks, shares)]
+        return GroupFuture(futures, self.names, self._wait_one, self._stop_ranks, self.timeout_s, timeout_s,
+                           what or repr(method))
+
     def each(self, method: str, *args: Any) -> list[Any]:
         """Call ``method`` on every rank and return their results in rank order (tests, diagnostics)."""
         self._check_pending()
@@ -392,9 +404,19 @@ class LearnerGroup(NodeHandle):
         self._owned = []
 
 
-def _rank_device(device: str, rank: int) -> str:
-    """Rank ``rank``'s device on one host: its own GPU (``cuda:rank``) for CUDA, else ``device``."""
-    return f"cuda:{rank}" if str(device).startswith("cuda") else device
+def rank_devices(device: str, num_learners: int) -> list[str]:
+    """Each rank's device on one host: for CUDA a GPU of its own (``cuda:0`` .. ``cuda:L-1``; NCCL cannot put two
+    ranks on one GPU), else ``device``; an error when the host has fewer GPUs than ranks."""
+    if not str(device).startswith("cuda"):
+        return [device] * num_learners
+    import torch
+
+    have = torch.cuda.device_count()
+    if have < num_learners:
+        raise ConfigError(f"num_learners={num_learners} learner processes on device={device!r} need one GPU each, "
+                          f"this machine has {have}; lower num_learners to {max(have, 1)}, use device=cpu (gloo), "
+                          "or run on Ray across more GPUs")
+    return [f"cuda:{r}" for r in range(num_learners)]
 
 
 def spawn_learners(backend: Backend, cls: type, ctx: NodeContext, num_learners: int, *args: Any,

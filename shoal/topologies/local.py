@@ -47,6 +47,9 @@ class LocalProgram(Program):
         metrics = self.backend.get(self.learner.call("learn", self.env_steps, *[o[1] for o in outs]))
         returns = [x for r in reports for x in r.episode_returns]
         lengths = [x for r in reports for x in r.episode_lengths]
+        # Envs made anew inside the actor nodes (a crash, a hang, a NaN): each reports its count so far.
+        metrics = {**metrics, "env_restarts": float(sum(r.data.get("env_restarts_total", 0.0) for r in reports
+                                                        if isinstance(r.data, dict)))}
         return IterationReport(steps, returns, lengths, metrics)
 
     def state(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +18,13 @@ from torch import nn
 
 from shoal.agents import registry
 from shoal.config import build
+from shoal.core import nonfinite
 from shoal.core.interfaces import Builder
 from shoal.core.memory import retain_freed_memory
 from shoal.core.seeding import derive_seed, seeded_global_rngs
 from shoal.core.threads import set_threads
 from shoal.core.types import ActorReport, EnvSpec
+from shoal.envs.watchdog import EnvHung, StepWatchdog
 from shoal.io.checkpoint import Detachable
 
 _log = logging.getLogger("shoal")
@@ -44,6 +47,10 @@ class NodeContext:
     """Times an actor node's env may raise and be made anew before the node fails (``RunConfig.max_restarts``)."""
     inference_device: str = ""
     """Where batched inference apart from the actors runs (empty: ``device``); see :attr:`inference_on`."""
+    env_step_timeout: float = 0.0
+    """Seconds an env step may take before the env is abandoned and made anew (0: no limit); ``RunConfig.env_step_timeout``."""
+    on_nonfinite: str = "skip"
+    """A NaN or inf in an update or from an env: ``skip`` it or ``stop`` the run (``RunConfig.on_nonfinite``)."""
 
     driver_pid: int = field(default_factory=os.getpid)
     """The process that made this context (the user's driver); nodes elsewhere own their process."""
@@ -66,6 +73,14 @@ class NodeContext:
                 return make_networks()
 
         builder.make_networks = seeded_make_networks
+        make_learner = builder.make_learner
+
+        def configured_make_learner(*args: Any, **kwargs: Any) -> Any:
+            learner = make_learner(*args, **kwargs)
+            nonfinite.configure(learner, self.on_nonfinite)  # every learner's NaN guard follows the run's setting
+            return learner
+
+        builder.make_learner = configured_make_learner
         return builder
 
     @property
@@ -84,20 +99,31 @@ class EnvRestarted(Exception):
 
 
 class RestartingEnv:
-    """A node's vector env that is made anew, with a fresh derived seed, when a step raises.
+    """A node's vector env that is made anew, with a fresh derived seed, when a step fails.
 
-    An env that crashes (a simulator fault, a lost connection) costs its node the episodes in
-    progress, not the run: :meth:`step` closes it, makes a new one and raises
-    :class:`EnvRestarted`. After ``max_restarts`` such failures the next one is an
-    :class:`~shoal.errors.EnvError` naming the env and the last error. An env that answers
-    wrongly (the :class:`~shoal.errors.EnvError` of the vector env's checks: a non-finite or
-    misshapen observation) is not made anew: that error stops the run at once.
+    An env that crashes (a simulator fault, a lost connection) or hangs (a step not done
+    within ``env_step_timeout`` seconds) costs its node the episodes in progress, not the run:
+    :meth:`step` drops it, makes a new one and raises :class:`EnvRestarted`. After
+    ``max_restarts`` such failures the next one is an :class:`~shoal.errors.EnvError` naming
+    the env, the step and the last error.
+
+    A hang is caught by stepping with a deadline: in Gymnasium's worker processes
+    (``vector=async``) the workers of a hung env are terminated; otherwise each step runs in a
+    :class:`~shoal.envs.watchdog.StepWatchdog` thread, and a hung env is abandoned with its
+    thread (a thread cannot be killed). A NaN or inf observation or reward is, with
+    ``on_nonfinite=skip``, a failure like a crash (the env is made anew and counted); with
+    ``stop`` it stops the run with an error naming the step. Any other answer the vector env's
+    checks refuse (a misshapen observation) is a bug a new env would repeat: it stops the run.
     """
 
     def __init__(self, ctx: NodeContext, num_envs: int, seed: int, owner: str) -> None:
         self.ctx, self.num_envs_asked, self.seed, self.owner = ctx, num_envs, seed, owner
         self.restarts = 0  # in this process: a node restarted by its backend gets a fresh budget
+        self.hangs = 0  # of the restarts, those after a hung step
+        self.steps = 0  # vector steps taken in this process, over every env made
         self._reported = 0
+        self._watchdog: StepWatchdog | None = None
+        self._hung = False  # the current env hung: it is terminated or abandoned, never asked to close
         self.env = self._make(seed)
 
     def _make(self, seed: int) -> Any:
@@ -114,36 +140,71 @@ class RestartingEnv:
         return self.env.num_envs
 
     def step(self, action: np.ndarray) -> Any:
+        from shoal.envs.make import NonFiniteEnvOutput
         from shoal.errors import EnvError
 
+        self.steps += 1
         try:
-            return self.env.step(action)
-        except EnvError:  # the env answered, wrongly (a NaN, a wrong shape): a bug a new env would repeat
-            raise
-        except Exception as e:  # the env crashed
+            return self._step(action)
+        except NonFiniteEnvOutput as e:
+            if self.ctx.on_nonfinite == "stop":
+                raise EnvError(f"{self.owner}, step {self.steps}: {e} (on_nonfinite=stop)") from None
             self.recreate(e)
             raise EnvRestarted(str(e)) from e
+        except EnvError:  # the env answered, wrongly (a wrong shape): a bug a new env would repeat
+            raise
+        except Exception as e:  # the env crashed or hung
+            self.recreate(e)
+            raise EnvRestarted(str(e)) from e
+
+    def _step(self, action: np.ndarray) -> Any:
+        timeout = self.ctx.env_step_timeout
+        if timeout <= 0:
+            return self.env.step(action)
+        if self.env.in_subprocesses:
+            return self.env.step(action, timeout=timeout)
+        if self._watchdog is None:
+            self._watchdog = StepWatchdog(f"{self.owner} env step")
+        return self._watchdog.call(timeout, self.env.step, action)
 
     def recreate(self, error: BaseException) -> None:
         """Replace the env after ``error`` (or fail once ``max_restarts`` is used up)."""
         from shoal.errors import EnvError
 
+        hung = isinstance(error, EnvHung)
+        self._hung = self._hung or hung
         self.restarts += 1
+        self.hangs += hung
+        name = _env_name(self.ctx.env)
         if self.restarts > self.ctx.max_restarts:
-            raise EnvError(f"{self.owner}: env {_env_name(self.ctx.env)} raised {self.restarts} times "
-                           f"(last: {type(error).__name__}: {error}); fix the env, or allow more with "
+            verb = "hung" if self.hangs == self.restarts else "raised" if not self.hangs else "raised or hung"
+            raise EnvError(f"{self.owner}: env {name} {verb} {self.restarts} times (last at step {self.steps}: "
+                           f"{type(error).__name__}: {error}); fix the env, or allow more with "
                            f"max_restarts (now {self.ctx.max_restarts})") from error
-        _log.warning("%s: env %s raised %s: %s; made it anew (%d of %d)", self.owner, _env_name(self.ctx.env),
-                     type(error).__name__, error, self.restarts, self.ctx.max_restarts)
+        _log.warning("%s: env %s %s at step %d: %s: %s; made it anew (%d of %d)", self.owner, name,
+                     "hung" if hung else "failed", self.steps, type(error).__name__, error, self.restarts,
+                     self.ctx.max_restarts)
+        self._drop()
+        try:
+            self.env = self._make(derive_seed(self.seed, "restart", self.restarts))
+        except Exception as e:
+            raise EnvError(f"{self.owner}: env {name} raised ({type(error).__name__}: {error}) "
+                           f"and could not be made anew ({type(e).__name__}: {e}); check the env's setup") from e
+
+    def _drop(self) -> None:
+        """Let go of the current env: closed, terminated (hung worker processes) or abandoned (a hung thread)."""
+        hung, self._hung = self._hung, False
+        if hung:
+            if self.env.in_subprocesses:
+                self.env.close(terminate=True)
+            elif self._watchdog is not None:  # its step still holds the env: closed there if it ever returns
+                self._watchdog.close(then=self.env.close)
+            self._watchdog = None  # spent: its thread stays with the hung env until its step returns
+            return
         try:
             self.env.close()
         except Exception:  # a crashed env may not close cleanly; it is dropped either way
             pass
-        try:
-            self.env = self._make(derive_seed(self.seed, "restart", self.restarts))
-        except Exception as e:
-            raise EnvError(f"{self.owner}: env {_env_name(self.ctx.env)} raised ({type(error).__name__}: {error}) "
-                           f"and could not be made anew ({type(e).__name__}: {e}); check the env's setup") from e
 
     def take_restarts(self) -> int:
         """Restarts since the last call (what a node reports per call; the driver adds them up)."""
@@ -154,6 +215,11 @@ class RestartingEnv:
         return self.env.reset(seed=seed)
 
     def close(self) -> None:
+        if self._hung:
+            self._drop()
+            return
+        if self._watchdog is not None:
+            self._watchdog.close()
         self.env.close()
 
 
@@ -208,7 +274,9 @@ class ActorNode:
                 step.reward = self.reward_norm(step.reward, step.done)
             actor.observe(action, step)
             obs = step.next_obs
-        report = ActorReport(num_steps * env.num_envs, returns, lengths, actor_id=self.actor_id)
+        # The node's env restarts so far in this process (topologies with calls of their own report take_restarts).
+        report = ActorReport(num_steps * env.num_envs, returns, lengths, data={"env_restarts_total": float(env.restarts)},
+                             actor_id=self.actor_id)
         return report, actor.drain()
 
     def pull(self, variables: Any) -> None:
@@ -230,7 +298,9 @@ class ActorNode:
         """Called by a backend that restarted this node's process: its envs start from a new seed
         (the constructor ran with the first process's arguments) and it pulls parameters afresh."""
         self.resets += 1
-        self._new_episodes(self.env.reset(seed=derive_seed(self.env_seed, "process", os.getpid())))
+        seed = derive_seed(self.env_seed, "process", os.getpid())
+        self.env.seed = seed  # envs made anew in this process draw their seeds from it, not the first process's
+        self._new_episodes(self.env.reset(seed=seed))
 
     def state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"actor": self.actor.state()}
@@ -249,6 +319,23 @@ class ActorNode:
 
     def close(self) -> None:
         self.env.close()
+
+
+def add_metrics(totals: dict[str, Any], seen: dict[str, int], metrics: Mapping[str, Any]) -> None:
+    """Add one update's ``metrics`` to a call's ``totals`` (tensors stay on their device: one sync per call, in
+    :func:`mean_metrics`); ``seen`` counts the updates that reported each metric, as a skipped (non-finite) update
+    reports only the count of skipped updates so far, which is kept as its newest value, not summed."""
+    for k, v in metrics.items():
+        if k == nonfinite.SKIPPED_METRIC:
+            totals[k], seen[k] = v, 1
+        else:
+            totals[k] = totals[k] + v if k in totals else v
+            seen[k] = seen.get(k, 0) + 1
+
+
+def mean_metrics(totals: dict[str, Any], seen: dict[str, int]) -> dict[str, float]:
+    """Each metric of :func:`add_metrics` averaged over the updates that reported it."""
+    return {k: float(v) / seen[k] for k, v in totals.items()}
 
 
 class LearnerNode:
@@ -281,12 +368,11 @@ class LearnerNode:
         if self.tables and not next(iter(self.tables.values())).can_sample(max(1, self.builder.replay_batch_size)):
             due = 0  # a replay restored empty (a resume without it) refills before the learner samples again
         totals: dict[str, Any] = {}
+        seen: dict[str, int] = {}
         for _ in range(due):
-            m = self.learner.step(payload)
+            add_metrics(totals, seen, self.learner.step(payload))
             self.learner_steps += 1
-            for k, v in m.items():  # tensors stay on their device until the end: one sync per call
-                totals[k] = totals[k] + v if k in totals else v
-        return {k: float(v) / due for k, v in totals.items()} if due else {}
+        return mean_metrics(totals, seen)
 
     def state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"learner": self.learner.state(), "learner_steps": self.learner_steps}

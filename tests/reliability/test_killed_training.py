@@ -37,6 +37,14 @@ CASES = [
      [pytest.mark.slow, pytest.mark.timeout(600)]),
     ("ray-apex-dqn", "apex_dqn", "CartPole-v1", ["--backend", "ray", "--num-actors", "2", *_OFF], 8000, 1000,
      [pytest.mark.slow, pytest.mark.timeout(600)]),
+    # a game run: env steps are self-play moves, an iteration 128 of them (topology.moves_per_call)
+    ("alphazero", "alphazero", "tictactoe", ["eval_games=2"], 2400, 200, []),
+    *[(f"ray-{name}", algo, "CartPole-v1", ["--backend", "ray", *extra], 8000, 1000, [pytest.mark.slow, pytest.mark.timeout(600)])
+      for name, algo, extra in [("seed", "impala", ["--topology", "seed", "--num-actors", "2", "num_envs=2"]),
+                                ("a3c", "a3c", ["--num-actors", "2", "num_envs=2"]),
+                                ("ga3c", "ga3c", ["--num-actors", "2", "num_envs=2"]),
+                                ("gorila", "gorila", ["--num-actors", "2", *_OFF]),
+                                ("dppo", "dppo", ["--num-actors", "2", "num_envs=2"])]],
 ]
 
 
@@ -168,3 +176,53 @@ def test_a_process_killed_while_writing_a_checkpoint_leaves_the_previous_one_int
     assert {f for f in files if f.endswith(".safetensors")} <= named  # every tensor file belongs to a checkpoint
     assert "ckpt-000000002048.safetensors" not in files  # the orphan was cleared (the resumed run saves only at its end)
     assert json.loads((run / "eval.json").read_text())["env_steps"] >= 3500
+
+
+# The default-suite cases, killed -9 early and resumed, at their learning tests' budgets and returns:
+# (id, algo, env, extra CLI args, steps, checkpoint_every, return the resumed run's evaluation must reach, the learning test)
+LEARNING = [
+    ("local-ppo", "ppo", "CartPole-v1", [], 50_000, 5_000, 475.0,
+     "tests/learning/test_pg_learning.py::test_ppo_cartpole_defaults_solve"),
+    ("apex-dqn", "apex_dqn", "CartPole-v1", ["--num-actors", "4", "eval_episodes=10"], 30_000, 3_000, 100.0,
+     "tests/topologies/test_apex.py::test_inprocess_apex_learns_cartpole"),
+    ("impala", "impala", "CartPole-v1", ["--num-actors", "4", "eval_every=20000", "target_return=475"], 300_000, 20_000,
+     475.0, "tests/topologies/test_impala.py::test_impala_learns_cartpole_inprocess"),
+    # AlphaZero's bar is a match: no loss in 100 games against a perfect minimax player
+    ("alphazero", "alphazero", "tictactoe", ["eval_games=0"], 20_000, 2_000, None,
+     "tests/learning/test_alphazero.py::test_tictactoe_never_loses_to_minimax"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name,algo,env,extra,steps,every,bar,learning_test", [pytest.param(*c, id=c[0]) for c in LEARNING])
+def test_a_run_killed_minus_9_and_resumed_still_reaches_its_learning_return(tmp_path, name, algo, env, extra, steps, every,
+                                                                             bar, learning_test):
+    """Killed once its second checkpoint is written (at a fifth of the run or so), the resumed run learns as well as
+    an uninterrupted one: the return ``learning_test`` asks for, at the same step budget."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "shoal.cli", "train", algo, "--env", env, "--steps", str(steps), "--run-dir", str(run),
+           "--quiet", *extra, f"checkpoint_every={every}"]
+    ckpt_step, _, _ = _train_until_killed(cmd, run, checkpoints=2, cwd=tmp_path, timeout=300)
+    assert ckpt_step <= 0.3 * steps, ckpt_step  # killed early: most of the learning happens after the resume
+    p = subprocess.run([sys.executable, "-m", "shoal.cli", "train", "--resume", str(run), "--quiet"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=540)
+    assert p.returncode == 0, p.stderr[-2000:]
+    if algo == "alphazero":
+        from shoal.agents.alphazero.minimax import MinimaxPlayer
+        from shoal.agents.alphazero.player import match
+        from shoal.envs.games import make_game
+        from shoal.run.play import EngineProcess
+
+        engine = EngineProcess(env, run, timeout=60)
+        try:
+            res = match(lambda: make_game(env), engine, MinimaxPlayer(seed=1), 100)
+        finally:
+            engine.close()
+        print(f"{name}: killed after the checkpoint at {ckpt_step}, resumed; vs minimax over 100 games: {res}")
+        assert res["losses"] == 0 and res["games"] == 100, res
+        return
+    final = json.loads((run / "eval.json").read_text())
+    print(f"{name}: killed after the checkpoint at {ckpt_step}, resumed; eval {final['mean_return']:.1f} "
+          f"after {final['env_steps']} env steps")
+    assert final["mean_return"] >= bar, final

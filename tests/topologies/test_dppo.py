@@ -66,17 +66,17 @@ def test_the_adaptive_kl_coefficient_follows_the_rule_on_hand_computed_values(sm
              ((0.001, 0.002), 1.0),   # mean 0.0015 < 0.00667: halved
              ((0.004, 0.005), 0.5),   # mean 0.0045 < 0.00667: halved
              ((0.05, 0.07), 1.0)]     # mean 0.06 > 0.015: doubled
-    for (a, b), beta in steps:
+    for iteration, ((a, b), beta) in enumerate(steps, start=1):
         before = chief.learner.beta
-        chief.report_kl(a)
+        chief.report_kl(a, 10 * iteration)  # measured on the iteration's last version (10 rounds a rollout)
         assert chief.learner.beta == before  # one report of M = 2: not yet
-        chief.report_kl(b)
+        chief.report_kl(b, 10 * iteration)
         assert chief.learner.beta == beta, (a, b)
         assert chief.metrics()["kl"] == pytest.approx((a + b) / 2)
     assert chief.progress()["kl_beta"] == 1.0  # what workers are served
     clip_chief = ChiefNode(small_ctx("dppo", loss="clip"), 2, DPPOSettings(min_gradients=2))
-    clip_chief.report_kl(0.5)
-    clip_chief.report_kl(0.5)
+    clip_chief.report_kl(0.5, 1)
+    clip_chief.report_kl(0.5, 1)
     assert clip_chief.learner.beta == 1.0 and clip_chief.metrics()["kl"] == 0.5  # clip: measured, not adapted
 
 

@@ -169,7 +169,7 @@ def test_waiting_for_room_in_a_full_queue_is_backpressure_not_idle_time(small_ct
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("algo", ["impala", "ga3c"])
+@pytest.mark.parametrize("algo", ["impala", pytest.param("ga3c", marks=pytest.mark.slow)])  # ga3c: 30 s more, same path
 def test_on_a_private_ray_instance_every_node_is_scheduled(tmp_path, algo):
     """shoal starts its own Ray (a fresh process): one actor and the service nodes all get placed."""
     import subprocess

@@ -231,14 +231,6 @@ def test_impala_ranks_take_their_own_unrolls_and_stay_identical_on_ray():
         program.close()
 
 
-def test_impala_learner_groups_need_ray():
-    from shoal.topologies.impala import ImpalaProgram
-
-    with pytest.raises(ConfigError, match="needs --backend ray"):
-        ImpalaProgram(_ctx("impala", num_envs=4, rollout_length=16), RunConfig(num_actors=2, num_learners=2),
-                      InProcessBackend())
-
-
 @pytest.mark.timeout(120)
 def test_a_learner_without_gradient_averaging_is_refused_with_its_reason():
     from shoal.backends.process import ProcessHandle

@@ -90,3 +90,23 @@ def test_evaluation_cuts_endless_episodes():
 
     res = evaluate(lambda obs: np.zeros(len(obs), np.int64), lambda: Endless(), episodes=3, seed=0, max_steps=50)
     assert res["truncated_episodes"] == 3 and res["mean_return"] == 50.0
+
+
+class _Huge(gym.Env):
+    """Finite float64 observations whose sum overflows, and finite float32 rewards whose float32 sum would."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2), {}
+
+    def step(self, a):
+        return np.array([1e308, 1e308]), 3e38, False, False, {}
+
+
+def test_finite_values_whose_sum_overflows_are_not_taken_for_non_finite_ones():
+    env = make_vec_env(lambda: _Huge(), 2, seed=0, mode="sync")
+    s = env.step(np.zeros(2))
+    assert np.isfinite(s.next_obs).all() and np.isfinite(s.reward).all()

@@ -19,7 +19,8 @@ from shoal.topologies.nodes import NodeContext
 SMALL = {"hidden": (16, 16), "batch_size": 16, "learning_starts": 0, "buffer_size": 1000, "num_envs": 2,
          "rollout_length": 8, "train_freq": 1, "gradient_steps": 1, "epochs": 1, "minibatch_size": 0, "q_init": 1.0,
          "burn_in": 2, "trace_length": 6}  # R2D2: sequences short enough for random CartPole episodes
-ENVS = {"shoal.agents.continuous": "Pendulum-v1", "shoal.agents.tabular": "shoal/Treasure1D-v0"}
+ENVS = {"shoal.agents.continuous": "Pendulum-v1", "shoal.agents.tabular": "shoal/Treasure1D-v0",
+        "shoal.agents.hdqn": "shoal/StochasticDecision-v0"}  # h-DQN: Discrete observations are its goals
 
 
 def _program(algo: str) -> LocalProgram:
@@ -34,7 +35,9 @@ def _storages(tensors: dict[str, torch.Tensor]) -> set[int]:
     return {t.untyped_storage().data_ptr() for t in tensors.values()}
 
 
-@pytest.mark.parametrize("algo", sorted(a for a in registry.ALGORITHMS if a != "alphazero"))  # board games: test_alphazero_nets.py
+# Board games: test_alphazero_nets.py; offline algorithms (no actors, a dataset): tests/unit/offline/.
+@pytest.mark.parametrize("algo", sorted(a for a, s in registry.ALGORITHMS.items()
+                                        if a != "alphazero" and s.topology != "offline"))
 def test_get_variables_is_a_snapshot_that_later_steps_leave_alone(algo):
     program = _program(algo)
     node = program.learner.node

@@ -10,6 +10,7 @@ import torch
 from shoal.agents.alphazero.config import AlphaZeroConfig
 from shoal.agents.alphazero.loss import alphazero_loss
 from shoal.agents.alphazero.networks import PolicyValueNet
+from shoal.core.nonfinite import NonFiniteGuard, parameter_groups
 from shoal.data.table import ReplayTable
 from shoal.nets.optim import Adam, load_optimizer_state, optimizer_state
 
@@ -24,6 +25,9 @@ class AlphaZeroLearner:
         self.positions = 0   # self-play positions written (not counting symmetric copies)
         self.updates = 0
         self.version = 0
+        self.guard = NonFiniteGuard()
+        """Skips (or stops on) an update with a NaN or inf in its inputs, loss or gradients."""
+        self._groups = parameter_groups(net)
 
     def insert(self, items: dict[str, np.ndarray], positions: int) -> None:
         """Add a batch of (planes, pi, z) items that came from ``positions`` self-play moves."""
@@ -44,15 +48,22 @@ class AlphaZeroLearner:
         """One gradient step on a uniform sample of replay."""
         items, _, _ = self.table.sample(self.cfg.batch_size, timeout=0)
         self.net.train()
+        # Batch-norm statistics move in the forward pass: kept, to be put back if the update is skipped.
+        kept = [b.detach().clone() for b in self.net.buffers()]
         logits, values = self.net(torch.as_tensor(items["planes"]))
         loss, m = alphazero_loss(logits, values, torch.as_tensor(items["pi"]), torch.as_tensor(items["z"]),
                                  self.net.parameters(), self.cfg.l2, self.cfg.value_coef)
         self.opt.zero_grad()
         loss.backward()
+        self.updates += 1  # owed to the replay ratio either way
+        if not self.guard.check(loss, self._groups, items):
+            with torch.no_grad():
+                for b, k in zip(self.net.buffers(), kept):
+                    b.copy_(k)
+            return self.guard.metrics()  # parameters, optimiser and version stay as they were
         self.opt.step()
-        self.updates += 1
         self.version += 1
-        return {"loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}}
+        return {"loss": float(loss.detach()), **{k: float(v) for k, v in m.items()}, **self.guard.metrics()}
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
         """The version and the network's state dict (batch-norm statistics included)."""

@@ -39,6 +39,7 @@ from shoal.agents.continuous.sac_fused import FusedSACStep, supports
 from shoal.agents.continuous.targets import d4pg_target_probs, dpg_next_value, sac_next_value
 from shoal.core.device import randn, to_device
 from shoal.core.interfaces import Learner, Table
+from shoal.core.nonfinite import NonFiniteGuard
 from shoal.core.schedules import LinearSchedule
 from shoal.data import importance_weights
 from shoal.nets.optim import Adam, FlatParams, clip_grad_norm_, load_optimizer_state, optimizer_state, polyak_update_
@@ -79,6 +80,9 @@ class OffPolicyLearner(Learner):
         self._live = {k: live[k] for k in keys}
         self._variables: tuple[int, dict[str, torch.Tensor]] | None = None
         self._policy_metrics: dict[str, torch.Tensor] = {}  # repeated on steps without a policy update
+        self.guard = NonFiniteGuard()
+        """Skips (or stops on) an update with a NaN or inf in its inputs, loss or gradients."""
+        self._groups: dict[str, list[torch.nn.Parameter]] = {"critic": self.critic.parameters(), "policy": self.policy.parameters()}
 
     # -- the Learner interface -------------------------------------------------------------------
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
@@ -88,7 +92,7 @@ class OffPolicyLearner(Learner):
         return self._variables
 
     def step(self, data: Any = None) -> dict[str, torch.Tensor]:
-        """One gradient step on a replayed batch; metrics are 0-d tensors (no sync here)."""
+        """One gradient step on a replayed batch; metrics are 0-d tensors (the non-finite check is the one sync)."""
         cfg = self.cfg
         sample = self.table.try_sample(cfg.batch_size)  # type: ignore[attr-defined]
         if sample is None:  # nothing stored yet (e.g. n-step items still pending)
@@ -101,17 +105,29 @@ class OffPolicyLearner(Learner):
             weights = to_device(torch.from_numpy(w), self.device)
         metrics, td = self._update(batch, weights)
         if cfg.prioritized:
-            self.table.update_priorities(keys, td.abs().mean(0).double().cpu().numpy() + cfg.priority_eps)
+            priorities = td.abs().mean(0).double().cpu().numpy() + cfg.priority_eps
+            if self.guard.last_skipped:  # a non-finite item gets the least priority: seldom drawn again
+                priorities[~np.isfinite(priorities)] = cfg.priority_eps
+            self.table.update_priorities(keys, priorities)
+        if self.guard.last_skipped:  # parameters, optimisers, targets, statistics and counters stay as they were
+            return self._guard_metrics()
         # Statistics move only after the update, so this step's targets and losses agree.
         self.net.obs_norm.update(batch["obs"].reshape(len(keys), -1))
         self.steps += 1
         self.version += 1
-        return metrics
+        return {**metrics, **self._guard_metrics()}
+
+    def _guard_metrics(self) -> dict[str, torch.Tensor]:
+        return {k: torch.tensor(v) for k, v in self.guard.metrics().items()}
 
     def _update(self, batch: dict[str, torch.Tensor], weights: torch.Tensor | None
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One update: ``(metrics, errors [k, B])``; an item's new priority is ``mean_k |errors| + eps``."""
         raise NotImplementedError
+
+    def _finite(self, losses: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> bool:
+        """The guard's verdict on this update's ``losses`` and every flat gradient (after backward, before any step)."""
+        return self.guard.check(losses, self._groups, batch)
 
     def _clip(self, flat: FlatParams) -> None:
         if self.cfg.max_grad_norm > 0:
@@ -176,6 +192,9 @@ class DPGLearner(OffPolicyLearner):
         self.critic.zero_grad()
         self.policy.zero_grad()
         loss.backward()
+        if not self._finite([loss], batch):
+            self._policy_metrics = {}
+            return metrics, td
         self._clip(self.critic)
         self.critic_opt.step()
         if policy_step:
@@ -252,6 +271,7 @@ class SACLearner(OffPolicyLearner):
         self.alpha_opt = Adam(self.alpha.parameters(), cfg.alpha_lr, eps=cfg.adam_eps)
         self.target_entropy = (default_target_entropy(net.act_dim) if cfg.target_entropy is None
                                else float(cfg.target_entropy))
+        self._groups["temperature"] = self.alpha.parameters()
         # ReLU networks take hand-written gradients (the same losses, no autograd graph).
         self.fused = FusedSACStep(self.net) if supports(self.net) else None
 
@@ -270,6 +290,10 @@ class SACLearner(OffPolicyLearner):
                 self._policy_metrics = policy_metrics
         else:
             metrics, td = self._autograd_gradients(obs, next_obs, batch, weights, alpha, policy_step)
+        terms = {**metrics, **(self._policy_metrics if policy_step else {})}  # this update's own terms
+        if not self._finite([v for v in terms.values() if isinstance(v, torch.Tensor)], batch):
+            self._policy_metrics = {}
+            return metrics, td
         metrics.update(self._policy_metrics)
         self._clip(self.critic)
         self.critic_opt.step()

@@ -51,7 +51,12 @@ def d4pg_target_probs(net: ContinuousNetworks, next_obs: torch.Tensor, reward: t
     assert net.support is not None, "d4pg_target_probs needs a distributional critic (a network with a support)"
     logits = net.critic_target(next_obs, _target_action(net, next_obs, target_noise, noise_clip, gen))[0]
     probs = torch.softmax(logits, dim=-1)
-    return categorical_projection(probs, reward.to(probs.dtype), discount.to(probs.dtype), net.support)
+    # A NaN or inf reward has no place on the support: its item's target is NaN (the projection's indices
+    # cannot hold one), so the loss shows it and the learner's guard skips the update.
+    bad = ~torch.isfinite(reward)
+    reward = torch.where(bad, torch.zeros_like(reward), reward).to(probs.dtype)
+    target = categorical_projection(probs, reward, discount.to(probs.dtype), net.support)
+    return torch.where(bad.reshape(-1, *([1] * (target.dim() - 1))), torch.full_like(target, float("nan")), target)
 
 
 def sac_next_value(net: ContinuousNetworks, next_obs: torch.Tensor, alpha: torch.Tensor,

@@ -21,6 +21,7 @@ from shoal.agents.dqn.networks import QNetwork
 from shoal.core.device import to_device
 from shoal.core.distributed import Collective
 from shoal.core.interfaces import Learner, Table
+from shoal.core.nonfinite import NonFiniteGuard, parameter_groups
 from shoal.core.schedules import LinearSchedule
 from shoal.data import ReplayTable, importance_weights
 from shoal.nets.flat import flat_grad, set_flat_grad
@@ -58,6 +59,9 @@ class DQNLearner(Learner):
         self._online_tensors = list(self.net.state_dict().values())
         self.collective: Collective | None = None
         """The learner group this learner is one rank of (None: it learns alone); its batches are then its shards."""
+        self.guard = NonFiniteGuard()
+        """Skips (or stops on) an update with a NaN or inf in its inputs, loss or gradients."""
+        self._groups = parameter_groups(self.net)
 
     @property
     def version(self) -> int:
@@ -158,14 +162,19 @@ class DQNLearner(Learner):
         loss.backward()
         if self.collective is not None:
             self.collective.average_gradients(self._params)  # every rank steps with the whole batch's gradient
+        priorities = priorities_from_td(td, cfg.per_eps).cpu().numpy().astype(np.float64)
+        if not self.guard.check(loss, self._groups, items, self.collective):
+            # Parameters, optimiser, target and step count stay; a non-finite item gets the least priority,
+            # so prioritized replay seldom draws it again (a finite one keeps its new priority).
+            priorities[~np.isfinite(priorities)] = cfg.per_eps
+            return self.guard.metrics(), priorities
         if cfg.max_grad_norm > 0:
             clip_grad_norm_(self._params, cfg.max_grad_norm)
         self.opt.step()
         self.steps += 1
         if self.steps % cfg.target_update_interval == 0:
             polyak_update_(self._target_tensors, self._online_tensors, cfg.tau)
-        priorities = priorities_from_td(td, cfg.per_eps).cpu().numpy().astype(np.float64)
-        return {"loss": float(loss.detach()), "q_mean": float(q.detach().mean())}, priorities
+        return {"loss": float(loss.detach()), "q_mean": float(q.detach().mean()), **self.guard.metrics()}, priorities
 
     def compute_gradients(self, items: Mapping[str, np.ndarray | torch.Tensor], probs: np.ndarray | None = None,
                           table_size: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
@@ -191,6 +200,8 @@ class DQNLearner(Learner):
         if cfg.lr_final >= 0:
             for g in self.opt.param_groups:
                 g["lr"] = self.lr(self.steps)
+        if not self.guard.check_flat(grad):  # parameters, optimiser, target and step count stay as they were
+            return self.guard.metrics()
         set_flat_grad(self._params, grad.to(self.device))
         gn = clip_grad_norm_(self._params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else grad.norm()
         self.opt.step()
@@ -198,7 +209,7 @@ class DQNLearner(Learner):
         self.steps += 1
         if self.steps % cfg.target_update_interval == 0:
             self.update_target()
-        return {"grad_norm": float(gn)}
+        return {"grad_norm": float(gn), **self.guard.metrics()}
 
     def update_target(self) -> None:
         """Move the target network to the online one (a copy when ``tau=1``, else a Polyak step)."""

@@ -11,6 +11,7 @@ from shoal.agents.pg.loss import adapt_kl_beta, explained_variance, policy_gradi
 from shoal.agents.pg.networks import ActorCritic
 from shoal.core.distributed import Collective
 from shoal.core.interfaces import Learner
+from shoal.core.nonfinite import NonFiniteGuard, parameter_groups
 from shoal.core.schedules import schedule
 from shoal.core.types import Rollout
 from shoal.errors import ConfigError
@@ -36,6 +37,9 @@ class ActorCriticLearner(Learner):
         self.beta = cfg.kl_beta
         self.collective: Collective | None = None
         """The learner group this learner is one rank of (None: it learns alone); its data is then its shard."""
+        self.guard = NonFiniteGuard()
+        """Skips (or stops on) an update with a NaN or inf in its inputs, loss or gradients."""
+        self._groups = parameter_groups(self.net)
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
         # Copies: the caller may hold these while the learner keeps updating in place.
@@ -66,13 +70,15 @@ class ActorCriticLearner(Learner):
         for g in self.opt.param_groups:
             g["lr"] = schedule(cfg.lr, 0.0, progress, cfg.lr_schedule)
         params = list(self.net.parameters())
+        self.env_steps += int(env_steps)
+        if not self.guard.check_flat(grad):  # parameters, optimiser and version stay as they were
+            return self.guard.metrics()
         set_flat_grad(params, grad.to(self.device))
         gn = clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else flat_grad(params).norm()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.version += 1
-        self.env_steps += int(env_steps)
-        return {"grad_norm": float(gn)}
+        return {"grad_norm": float(gn), **self.guard.metrics()}
 
     def _train(self, data: Any, apply: bool) -> tuple[torch.Tensor | None, dict[str, float]]:
         rollout = Rollout.concat(data) if isinstance(data, list) else data
@@ -118,6 +124,9 @@ class ActorCriticLearner(Learner):
         zero = torch.zeros((), device=dev)
         batch = {"obs": obs, "actions": actions, "old_logp": old_logp, "old_params": old_params, "adv": adv,
                  "returns": returns, "old_values": old_values}
+        inputs = {"rewards": r["rewards"], "obs": r["obs"], "values": r["values"]}  # named if an update fails
+        inputs_ok = self.guard.batch_verdict(inputs)  # judged once for all minibatches (no host sync)
+        skipped = 0
         for _ in range(cfg.epochs):
             mine = local = None
             if mb < N:
@@ -144,6 +153,9 @@ class ActorCriticLearner(Learner):
                     if cfg.normalize_advantages:
                         self.collective.standardize(m["adv"])  # every rank takes part in every collective
                     self.collective.average_gradients(params_list)
+                    if not self.guard.check(zero, self._groups, inputs, self.collective, inputs_ok):  # as every rank decides
+                        skipped += 1
+                        continue
                     if cfg.max_grad_norm > 0:
                         clip_grad_norm_(params_list, cfg.max_grad_norm)
                     self.opt.step()
@@ -156,6 +168,9 @@ class ActorCriticLearner(Learner):
                 loss.backward()
                 if apply and self.collective is not None:
                     self.collective.average_gradients(params_list)  # every rank steps with the whole minibatch's gradient
+                if apply and not self.guard.check(loss, self._groups, inputs, self.collective, inputs_ok):
+                    skipped += 1  # every rank skips this minibatch: parameters and optimiser stay as they were
+                    continue
                 if apply:
                     gn = clip_grad_norm_(params_list, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else zero
                     self.opt.step()
@@ -173,6 +188,13 @@ class ActorCriticLearner(Learner):
             out = dict(zip(names, (totals / max(count, 1)).cpu().tolist()))
             out["explained_variance"] = explained_variance(old_values, returns)
             return grad, out
+        if skipped:  # the rollout held a NaN or inf: neither beta nor the observation statistics learn from it
+            out = dict(zip(names, (totals / max(count, 1)).cpu().tolist()))
+            self.env_steps += n * (1 if self.collective is None else self.collective.world_size)
+            if count:
+                self.version += 1
+            out.update(lr=lr, clip=clip, kl_beta=self.beta, **self.guard.metrics())
+            return None, out
         if cfg.loss == "kl_penalty":
             # The paper adapts beta once per policy update, from the KL after the update.
             with torch.no_grad():
@@ -195,7 +217,8 @@ class ActorCriticLearner(Learner):
             if cfg.ent_coef == 0:
                 params, _ = self.net(obs)
                 out["entropy"] = float(dist.entropy(params).mean())
-        out.update(lr=lr, clip=clip, kl_beta=self.beta, policy_lag=float(self.version - 1 - rollout.policy_version))
+        out.update(lr=lr, clip=clip, kl_beta=self.beta, policy_lag=float(self.version - 1 - rollout.policy_version),
+                   **self.guard.metrics())
         return None, out
 
     def _loss(self, m: dict[str, torch.Tensor], params: torch.Tensor, v: torch.Tensor, clip: float

@@ -31,6 +31,7 @@ from shoal.agents.pg.vanilla import (
     set_learning_rates,
 )
 from shoal.core.interfaces import Builder, Learner, Policy, Table
+from shoal.core.nonfinite import NonFiniteGuard, parameter_groups
 from shoal.core.types import Rollout, StepResult
 from shoal.returns import fold_truncation
 
@@ -110,6 +111,8 @@ class OneStepACLearner(Learner):
         self.env_steps = 0
         self.total_steps = max(1, total_steps)
         self.variables = self.net.state_dict(keep_vars=True)
+        self.guard = NonFiniteGuard()
+        self._groups = parameter_groups(self.net)
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
         # Copies, also on the CPU (where .cpu() would alias the live weights): the caller may hold
@@ -131,12 +134,15 @@ class OneStepACLearner(Learner):
         loss_pi, loss_v, delta = one_step_ac_loss(logp, values, targets, discount, cfg.normalize_td)
         entropy = self.net.dist.entropy(params).mean()
         lr = set_learning_rates(self.opt, cfg, self.env_steps / self.total_steps)
-        grad_norm = gradient_step(self.params, self.opt, loss_pi + loss_v - cfg.ent_coef * entropy, cfg.max_grad_norm)
+        grad_norm = gradient_step(self.params, self.opt, loss_pi + loss_v - cfg.ent_coef * entropy, cfg.max_grad_norm,
+                                  self.guard, self._groups, r)
+        self.env_steps += rollout.num_steps
+        if self.guard.last_skipped:  # a NaN or inf: parameters, optimiser and statistics stay as they were
+            return {"lr": lr, **self.guard.metrics()}
         self.net.obs_norm.update(r["obs"])
         self.version += 1
-        self.env_steps += rollout.num_steps
         return {"loss_pi": float(loss_pi.detach()), "loss_v": float(loss_v.detach()), "td_error_abs": float(delta.abs().mean()),
-                "entropy": float(entropy.detach()), "grad_norm": grad_norm, "lr": lr}
+                "entropy": float(entropy.detach()), "grad_norm": grad_norm, "lr": lr, **self.guard.metrics()}
 
     def state(self) -> dict[str, Any]:
         return learner_state(self.net, self.opt, version=self.version, env_steps=self.env_steps)

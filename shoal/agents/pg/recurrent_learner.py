@@ -123,6 +123,9 @@ class RecurrentActorCriticLearner(ActorCriticLearner):
         count = 0
         params_list = list(self.net.parameters())
         zero = torch.zeros((), device=dev)
+        inputs = {"rewards": r["rewards"], "obs": r["obs"], "values": r["values"]}  # named if an update fails
+        inputs_ok = self.guard.batch_verdict(inputs)  # judged once for all minibatches (no host sync)
+        skipped = 0
         flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  [L, M, ...] -> [L * M, ...]
         for _ in range(cfg.epochs):
             perm = torch.randperm(N, generator=self.gen).to(dev) if mb < N else None
@@ -134,6 +137,9 @@ class RecurrentActorCriticLearner(ActorCriticLearner):
                 loss, loss_pi, loss_v, ent, clip_frac, log_ratio = self._loss(mf, flat(params), flat(v), clip)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if not self.guard.check(loss, self._groups, inputs, batch_ok=inputs_ok):
+                    skipped += 1  # parameters and optimiser stay as they were
+                    continue
                 gn = clip_grad_norm_(params_list, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else zero
                 self.opt.step()
                 with torch.no_grad():
@@ -141,6 +147,13 @@ class RecurrentActorCriticLearner(ActorCriticLearner):
                     totals += torch.stack([loss_pi.detach(), loss_v.detach(), ent.detach(), approx_kl, clip_frac, gn.detach()])
                 count += 1
 
+        if skipped:  # the rollout held a NaN or inf: neither beta nor the observation statistics learn from it
+            self.env_steps += rewards.numel()
+            if count:
+                self.version += 1
+            out = dict(zip(names, (totals / max(count, 1)).cpu().tolist()))
+            out.update(lr=lr, clip=clip, kl_beta=self.beta, **self.guard.metrics())
+            return None, out
         if cfg.loss == "kl_penalty":  # beta adapts once per update, from the KL after it
             new_params, old_params = self.evaluate(rollout)[2], rollout.tensor("policy_params", dev)
             kl_after = float(self.net.dist.kl(flat(old_params), flat(new_params)).mean())
@@ -157,5 +170,6 @@ class RecurrentActorCriticLearner(ActorCriticLearner):
         out["explained_variance"] = explained_variance(values.flatten(), returns.flatten())
         if entropy_after is not None:
             out["entropy"] = entropy_after
-        out.update(lr=lr, clip=clip, kl_beta=self.beta, policy_lag=float(self.version - 1 - rollout.policy_version))
+        out.update(lr=lr, clip=clip, kl_beta=self.beta, policy_lag=float(self.version - 1 - rollout.policy_version),
+                   **self.guard.metrics())
         return None, out

@@ -34,6 +34,7 @@ from shoal.agents.pg.vanilla import (
 )
 from shoal.config import positive
 from shoal.core.interfaces import Builder, Learner, Policy, Table
+from shoal.core.nonfinite import NonFiniteGuard, parameter_groups
 from shoal.returns import discounted_returns, fold_truncation
 
 
@@ -104,6 +105,8 @@ class ReinforceLearner(Learner):
         self.total_steps = max(1, total_steps)
         self.episodes: list[Episode] = []
         self.variables = self.net.state_dict(keep_vars=True)
+        self.guard = NonFiniteGuard()
+        self._groups = parameter_groups(self.net)
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
         # Copies, also on the CPU (where .cpu() would alias the live weights): the caller may hold
@@ -139,15 +142,19 @@ class ReinforceLearner(Learner):
         if cfg.baseline:
             loss = loss + loss_v  # separate torsos and learning rates: no weight needed
         lr = set_learning_rates(self.opt, cfg, self.env_steps / self.total_steps)
-        grad_norm = gradient_step(self.params, self.opt, loss, cfg.max_grad_norm)
+        grad_norm = gradient_step(self.params, self.opt, loss, cfg.max_grad_norm, self.guard, self._groups,
+                                  {"returns": returns, "obs": obs})
+        self.env_steps += sum(len(e) for e in episodes)
+        if self.guard.last_skipped:  # a NaN or inf: parameters, optimiser and statistics stay as they were
+            return {"lr": lr, **self.guard.metrics()}
         self.net.obs_norm.update(obs)
         self.version += 1
-        self.env_steps += sum(len(e) for e in episodes)
         return {"loss_pi": float(loss_pi.detach()), "loss_v": float(loss_v.detach()), "entropy": float(entropy.detach()),
                 "grad_norm": grad_norm, "lr": lr, "return_mean": float(returns.mean()),
                 "weight_std": float(w.std()) if w.numel() > 1 else 0.0,
                 "episodes_per_update": float(len(episodes)),
-                "policy_lag": float(self.version - 1 - min(e.policy_version for e in episodes))}  # updates since the oldest began
+                "policy_lag": float(self.version - 1 - min(e.policy_version for e in episodes)),  # updates since the oldest began
+                **self.guard.metrics()}
 
     def state(self) -> dict[str, Any]:
         # Buffered episodes are not saved: a resumed run restarts its episodes anyway.

@@ -7,6 +7,7 @@ learning rates: ``lr`` for the policy and ``vf_lr`` for the value function.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from shoal.agents.pg.networks import ActorCritic
 from shoal.config import in_range, positive, require
+from shoal.core.nonfinite import NonFiniteGuard
 from shoal.core.schedules import schedule
 from shoal.core.types import EnvSpec
 from shoal.nets.optim import Optimizer, clip_grad_norm_, grad_norm, load_optimizer_state, make_optimizer, optimizer_state
@@ -104,10 +106,18 @@ def set_learning_rates(opt: Optimizer, cfg: VanillaPGConfig, progress: float) ->
     return lr
 
 
-def gradient_step(params: list[nn.Parameter], opt: Optimizer, loss: torch.Tensor, max_grad_norm: float) -> float:
-    """Backward, optional global-norm clip, optimiser step; returns the gradient norm before clipping."""
+def gradient_step(params: list[nn.Parameter], opt: Optimizer, loss: torch.Tensor, max_grad_norm: float,
+                  guard: NonFiniteGuard | None = None, groups: Mapping[str, list[nn.Parameter]] | None = None,
+                  batch: Mapping[str, torch.Tensor] | None = None) -> float:
+    """Backward, optional global-norm clip, optimiser step; returns the gradient norm before clipping.
+
+    With ``guard``, a NaN or inf loss or gradient skips the step (NaN returned; ``guard.last_skipped``
+    says so) or stops the run; ``groups`` names the parameter groups and ``batch`` the inputs in its message.
+    """
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if guard is not None and not guard.check(loss, groups or {"parameters": params}, batch):
+        return float("nan")
     if max_grad_norm > 0:
         norm = clip_grad_norm_(params, max_grad_norm)
     else:

@@ -27,6 +27,7 @@ from shoal.agents.r2d2.loss import (
 from shoal.agents.r2d2.networks import RecurrentQNetwork, burn_in_and_unroll, stored_state
 from shoal.core.device import to_device
 from shoal.core.interfaces import Learner, Table
+from shoal.core.nonfinite import NonFiniteGuard, parameter_groups
 from shoal.core.schedules import LinearSchedule
 from shoal.data import importance_weights
 from shoal.errors import ShoalWarning
@@ -56,6 +57,9 @@ class R2D2Learner(Learner):
         self.steps = 0
         self._warned_untrained = False
         self._params = list(self.net.parameters())
+        self.guard = NonFiniteGuard()
+        """Skips (or stops on) an update with a NaN or inf in its inputs, loss or gradients."""
+        self._groups = parameter_groups(self.net)
 
     @property
     def version(self) -> int:
@@ -128,6 +132,11 @@ class R2D2Learner(Learner):
         loss, td, valid, q = self.loss(items, weights)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if not self.guard.check(loss, self._groups, items):
+            # Parameters, optimiser, target and step count stay; a non-finite sequence gets the least priority.
+            priorities = sequence_priorities(td, valid, c.per_eta, c.per_eps).cpu().numpy().astype(np.float64)
+            priorities[~np.isfinite(priorities)] = c.per_eps
+            return self.guard.metrics(), priorities
         if c.max_grad_norm > 0:
             clip_grad_norm_(self._params, c.max_grad_norm)
         self.opt.step()
@@ -144,7 +153,8 @@ class R2D2Learner(Learner):
             warnings.warn(f"a batch of R2D2 sequences had no timestep to train on after the burn-in of {c.burn_in}: "
                           f"episodes end within the burn-in; lower burn_in (now {c.burn_in})",
                           ShoalWarning, stacklevel=2)
-        return {"loss": float(loss.detach()), "q_mean": float(q_mean), "trained_fraction": trained}, priorities
+        return {"loss": float(loss.detach()), "q_mean": float(q_mean), "trained_fraction": trained,
+                **self.guard.metrics()}, priorities
 
     def state(self) -> dict[str, Any]:
         return {"networks": self.net.state_dict(), "target_networks": self.target.state_dict(),

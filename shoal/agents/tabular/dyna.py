@@ -96,8 +96,12 @@ class DynaQLearner(TabularLearner):
             s, a, r, s2, term = (d[k].tolist() for k in ("s", "a", "r", "s2", "terminated"))
             for t in range(len(s)):
                 for b in range(len(s[t])):
-                    abs_td += abs(q_learning_update(q, s[t][b], a[t][b], r[t][b], s2[t][b], term[t][b], alpha, cfg.gamma))
+                    delta = q_learning_update(q, s[t][b], a[t][b], r[t][b], s2[t][b], term[t][b], alpha, cfg.gamma)
                     self.env_steps += 1
+                    if delta != delta:  # a non-finite TD target: neither the table nor the model learns from it
+                        self.guard.reject(f"TD target (reward {r[t][b]})", self.env_steps)
+                        continue
+                    abs_td += abs(delta)
                     model.observe(s[t][b], a[t][b], r[t][b], s2[t][b], term[t][b], self.env_steps)
                     pairs = model.sample(self.rng, cfg.planning_steps, untried=cfg.plus)
                     plan_td += planning_updates(q, model, pairs, alpha, cfg.gamma, kappa, self.env_steps)
@@ -106,7 +110,8 @@ class DynaQLearner(TabularLearner):
             return {}
         self.version += 1
         eps = schedule(cfg.epsilon, cfg.epsilon_final, self.env_steps / self.total_steps, cfg.epsilon_schedule, cfg.epsilon_decay)
-        out = {"td_error_abs": abs_td / n, "alpha": alpha, "epsilon": eps, "model_pairs": float(model.num_pairs)}
+        out = {"td_error_abs": abs_td / n, "alpha": alpha, "epsilon": eps, "model_pairs": float(model.num_pairs),
+               **self.guard.metrics()}
         if cfg.planning_steps:
             out["planning_td_error_abs"] = plan_td / (n * cfg.planning_steps)
         return out

@@ -11,6 +11,7 @@ from shoal.agents.tabular.config import SarsaLambdaConfig, TabularConfig
 from shoal.agents.tabular.networks import QTable
 from shoal.agents.tabular.update import q_learning_update, sarsa_lambda_update, sarsa_update
 from shoal.core.interfaces import Learner
+from shoal.core.nonfinite import NonFiniteGuard
 from shoal.core.schedules import schedule
 
 
@@ -29,6 +30,8 @@ class TabularLearner(Learner):
         self.version = 0
         self.env_steps = 0
         self.traces: dict[int, np.ndarray] = {}
+        self.guard = NonFiniteGuard()
+        """Counts (or stops on) transitions whose TD target is NaN or inf; the table skips them."""
 
     def get_variables(self) -> tuple[int, dict[str, torch.Tensor]]:
         return self.version, {"q": self.net.q.clone()}
@@ -66,14 +69,17 @@ class TabularLearner(Learner):
                             traces[b].fill(0.0)
                         delta = sarsa_lambda_update(q, traces[b], s[t][b], a[t][b], r[t][b], s2[t][b], a2[t][b], term[t][b],
                                                     alpha, gamma, cfg.lam, cfg.traces)
-                    abs_td += abs(delta)
                     n += 1
+                    if delta != delta:  # a non-finite TD target: the table was left as it was
+                        self.guard.reject(f"TD target (reward {r[t][b]})", self.env_steps + n)
+                        continue
+                    abs_td += abs(delta)
         self.env_steps += n
         if n == 0:
             return {}
         self.version += 1
         eps = schedule(cfg.epsilon, cfg.epsilon_final, self.env_steps / self.total_steps, cfg.epsilon_schedule, cfg.epsilon_decay)
-        return {"td_error_abs": abs_td / n, "alpha": alpha, "epsilon": eps}
+        return {"td_error_abs": abs_td / n, "alpha": alpha, "epsilon": eps, **self.guard.metrics()}
 
     def state(self) -> dict[str, Any]:
         # Traces are not saved: a resumed run restarts its episodes, and traces reset at episode start.

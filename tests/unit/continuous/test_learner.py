@@ -92,7 +92,7 @@ def test_sac_step_matches_a_plain_reference_update(activation) -> None:
     gen = torch.Generator().manual_seed(learner.gen.initial_seed())
     for _ in range(3):
         b = _sampled_batch(table)
-        assert set(learner.step()) == {"loss_critic", "q", "alpha", "loss_actor", "entropy"}
+        assert set(learner.step()) == {"loss_critic", "q", "alpha", "loss_actor", "entropy", "nonfinite_updates"}
         alpha = ref.log_alpha.detach().exp()
         with _plain_only():
             with torch.no_grad():

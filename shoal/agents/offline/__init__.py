@@ -1,0 +1,1 @@
+"""Offline RL from datasets: behaviour cloning, CQL, naive offline DQN and SAC."""
