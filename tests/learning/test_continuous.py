@@ -22,6 +22,7 @@ def _train(algo: str, tmp_path: Path, seed: int, steps: int, **kwargs):
                        quiet=True, tensorboard=False, **kwargs)
 
 
+@pytest.mark.slow  # 40 s here; SAC's default-suite math is in tests/unit/continuous/
 def test_sac_improves_quickly_on_pendulum(tmp_path: Path) -> None:
     """The default-run check: 5k steps (about 12 s) take SAC from random (about -1200) to clearly better
     (-155 when measured)."""
