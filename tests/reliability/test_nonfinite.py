@@ -17,11 +17,12 @@ import torch
 import shoal
 from shoal.agents import registry
 from shoal.config import build, to_dict
-from shoal.core.distributed import Collective, Rendezvous, free_port
+from shoal.core.distributed import Collective
 from shoal.core.nonfinite import SKIPPED_METRIC, NonFiniteError, NonFiniteGuard, guards_of
 from shoal.envs import env_spec
 from shoal.errors import EnvError
 from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
+from tests.unit.test_allreduce import _on_ranks  # one gloo group of threads, shared with the all-reduce tests
 
 #: Small settings, each applied where the algorithm's config has the field.
 SMALL = {"num_envs": 2, "rollout_length": 8, "hidden": (16, 16), "batch_size": 8,
@@ -274,22 +275,6 @@ def test_alphazero_skips_a_nonfinite_value_target_and_keeps_its_batch_norm_stati
         after = _float_tensors(learner.state())
         assert m == {SKIPPED_METRIC: 1.0}
         assert all(torch.equal(before[k], after[k]) for k in before if "replay" not in k)
-
-
-def _on_ranks(world: int, fn):
-    rv = Rendezvous("127.0.0.1", free_port("127.0.0.1"), world, timeout_s=30)
-    barrier = threading.Barrier(world)
-
-    def rank(r: int):
-        c = Collective(r, rv)
-        try:
-            return fn(c)
-        finally:
-            barrier.wait(timeout=30)
-            c.close()
-
-    with ThreadPoolExecutor(world) as pool:
-        return [f.result(timeout=60) for f in [pool.submit(rank, r) for r in range(world)]]
 
 
 @pytest.mark.timeout(60)
