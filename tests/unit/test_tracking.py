@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import struct
 from pathlib import Path
 
@@ -122,7 +123,8 @@ def test_resumed_run_continues_the_same_wandb_run(offline, tmp_path):
     run_id = json.loads((first.run_dir / "wandb.json").read_text())["id"]
     train(resume=first.run_dir, steps=192)
     runs = sorted(offline.glob("wandb/offline-run-*"))
-    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs)
+    # wandb names an offline run offline-run-<time>-<id>, adding -1 when a second one starts in the same second
+    assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", r.name) for r in runs)
     steps = [h["env_steps"] for h in _history(runs[-1]) if "episode_return_mean" in h]
     assert steps and min(steps) > 128 and max(steps) == 192
 
