@@ -1,7 +1,7 @@
 """Offline RL on recorded datasets: behaviour cloning, CQL and naive offline Q-learning, seed by seed.
 
     python benchmarks/offline.py cartpole                  # DQN expert, 50 episodes at epsilon 0.3, 3 seeds
-    python benchmarks/offline.py pendulum                  # SAC expert, 100k steps at action noise 0.5, 3 seeds
+    python benchmarks/offline.py pendulum                  # 3k-step SAC expert, 100k steps at action noise 0.5, 3 seeds
     python benchmarks/offline.py cartpole --seeds 0 1 2 3 4 --out docs/img/offline_cartpole.png
 
 Each task trains its expert once (seed 0), records its dataset with ``shoal record``'s
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TASKS: dict[str, dict[str, Any]] = {
     "cartpole": {"env": "CartPole-v1", "expert": "dqn", "expert_steps": 10_000, "episodes": 50,
                  "record": {"epsilon": 0.3}, "naive": "offline_dqn", "updates": None},
-    "pendulum": {"env": "Pendulum-v1", "expert": "sac", "expert_steps": 20_000, "episodes": 500,
+    "pendulum": {"env": "Pendulum-v1", "expert": "sac", "expert_steps": 3_000, "episodes": 500,
                  "record": {"action_noise": 0.5}, "naive": "offline_sac", "updates": None},
 }
 

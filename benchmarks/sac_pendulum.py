@@ -14,7 +14,9 @@ update per env step, tau 0.005, gamma 0.99, twin critics, automatic temperature 
 (:data:`SHOAL_AT_RL_ZOO`), SB3 as ``shoal.bench.peers.RL_ZOO_SAC_PENDULUM``.
 
 Per seed, shoal and SB3 run one after the other (interleaved, so machine load hits both
-alike), each in a fresh process with the same torch thread count. ``time`` runs from
+alike), each in a fresh process with the same torch thread count and the same allocator
+setting: glibc keeps freed blocks, as in a ``shoal train`` process (``--no-retain-memory``:
+glibc's defaults, as in a user's process calling ``shoal.train``). ``time`` runs from
 just before the agent is built (``shoal.train`` / ``SAC(...)``) until training ends,
 imports and the evaluation excluded; ``process`` is the whole subprocess. Both are then
 evaluated by the same code: 20 deterministic episodes on the same seeded envs. Needs
@@ -56,9 +58,23 @@ def _evaluate(policy: Any, episodes: int, seed: int) -> dict[str, float]:
     return {"eval_mean": r["mean_return"], "eval_std": r["std_return"]}
 
 
-def worker_shoal(steps: int, seed: int, threads: int, episodes: int, overrides: list[str],
-                 defaults: bool) -> dict[str, Any]:
+def _process_settings(threads: int, retain_memory: bool) -> None:
+    """The same in both workers: ``threads`` torch threads and (unless told not to) glibc keeping freed blocks.
+
+    ``shoal train`` and shoal's own learner processes retain freed memory
+    (:func:`shoal.core.memory.retain_freed_memory`); ``shoal.train`` called from user
+    code leaves the process's allocator alone, which ``--no-retain-memory`` measures.
+    """
     limit_threads(threads)
+    if retain_memory:
+        from shoal.core.memory import retain_freed_memory
+
+        retain_freed_memory()
+
+
+def worker_shoal(steps: int, seed: int, threads: int, episodes: int, overrides: list[str],
+                 defaults: bool, retain_memory: bool = True) -> dict[str, Any]:
+    _process_settings(threads, retain_memory)
     import shoal
     from shoal.config import parse_overrides
     from shoal.run.reload import load_policy
@@ -75,8 +91,8 @@ def worker_shoal(steps: int, seed: int, threads: int, episodes: int, overrides: 
                 **_evaluate(policy, episodes, seed + 10_000)}
 
 
-def worker_sb3(steps: int, seed: int, threads: int, episodes: int) -> dict[str, Any]:
-    limit_threads(threads)
+def worker_sb3(steps: int, seed: int, threads: int, episodes: int, retain_memory: bool = True) -> dict[str, Any]:
+    _process_settings(threads, retain_memory)
     from shoal.bench.peers import sb3_sac
 
     model, train_s, cpu_s = sb3_sac(ENV_ID, seed, steps)
@@ -115,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="shoal with its shipped Pendulum defaults (shoal/configs/sac.yaml) instead of rl-zoo's")
     parser.add_argument("--shoal", action="append", default=[], metavar="KEY=VALUE",
                         help="override a shoal SAC setting (repeatable), e.g. --shoal hidden=[64,64]")
+    parser.add_argument("--no-retain-memory", action="store_true",
+                        help="leave glibc's malloc at its defaults in both workers (as in a user's process calling "
+                             "shoal.train) instead of retaining freed blocks (as `shoal train` does)")
     parser.add_argument("--only", choices=["shoal", "sb3"], help="run one side only")
     parser.add_argument("--worker", choices=["shoal", "sb3"], help=argparse.SUPPRESS)
     parser.add_argument("--json", default="", help="also write the per-seed results here")
@@ -127,9 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         seed = args.seeds[0]
         if args.worker == "shoal":
-            res = worker_shoal(args.steps, seed, args.threads, args.eval_episodes, args.shoal, args.defaults)
+            res = worker_shoal(args.steps, seed, args.threads, args.eval_episodes, args.shoal, args.defaults,
+                               not args.no_retain_memory)
         else:
-            res = worker_sb3(args.steps, seed, args.threads, args.eval_episodes)
+            res = worker_sb3(args.steps, seed, args.threads, args.eval_episodes, not args.no_retain_memory)
         print(json.dumps(res))
         return
 
@@ -142,10 +162,12 @@ def main(argv: list[str] | None = None) -> None:
           f"  time = wall-clock from agent construction to end of training, imports and evaluation excluded (the "
           f"same span on both sides); cpu = CPU time (all threads) of that span, less sensitive to other load on "
           f"a shared machine; process = the whole subprocess; eval = {args.eval_episodes} deterministic episodes after "
-          f"training, same seeded envs for both", flush=True)
+          f"training, same seeded envs for both; freed memory "
+          f"{'left to glibc' if args.no_retain_memory else 'retained in both workers (as in `shoal train`)'}", flush=True)
     results: dict[str, list[dict[str, Any]]] = {"shoal": [], "sb3": []}
     common = ["--steps", str(args.steps), "--threads", str(args.threads), "--eval-episodes", str(args.eval_episodes)]
     common += ["--defaults"] if args.defaults else []
+    common += ["--no-retain-memory"] if args.no_retain_memory else []
     for o in args.shoal:
         common += ["--shoal", o]
     for seed in args.seeds:

@@ -6,10 +6,12 @@
 Both sides get the same filled replay buffer (Pendulum-v1 transitions under uniform random
 actions) and the settings of ``benchmarks/sac_pendulum.py`` (256x256 ReLU networks, batch
 256, twin critics, automatic temperature, Polyak tau 0.005 every update), in one process
-with one torch thread. Each round times ``--updates`` calls of shoal's ``SACLearner.step()``
-(replay sampling included) and then one ``SAC.train(gradient_steps=--updates,
-batch_size=256)`` (its own replay sampling included), so load from other processes on the
-machine falls on both sides alike. Printed: ms per update of each side per round, the
+with one torch thread, and glibc retaining freed blocks as in a ``shoal train`` process
+(``--no-retain-memory``: glibc's defaults, as where user code calls ``shoal.train``).
+Each round times ``--updates`` calls of shoal's ``SACLearner.step()`` (replay sampling
+included) and then one ``SAC.train(gradient_steps=--updates, batch_size=256)`` (its own
+replay sampling included), so load from other processes on the machine falls on both
+sides alike. Printed: ms per update of each side per round, the
 medians, and the shoal / SB3 ratio. Needs ``pip install 'shoal[bench]'``.
 """
 
@@ -99,8 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
     parser.add_argument("--only", choices=["shoal", "sb3"], help="time one side only")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-retain-memory", action="store_true",
+                        help="leave glibc's malloc at its defaults (the process of shoal.train called from user code) "
+                             "instead of retaining freed blocks, as `shoal train` and shoal's own learner processes do")
     args = parser.parse_args(argv)
     limit_threads(args.threads)
+    if not args.no_retain_memory:
+        from shoal.core.memory import retain_freed_memory
+
+        retain_freed_memory()  # the process setting of `shoal train`, for both sides
     data = transitions(args.transitions, args.seed)
     sides: dict[str, Any] = {}
     if args.only != "sb3":
@@ -112,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     for run in sides.values():  # warm-up: first-call costs and allocator growth
         run(20)
     print(f"SAC updates at rl-zoo's Pendulum settings, {args.threads} torch thread(s), {args.rounds} rounds of "
-          f"{args.updates} updates per side, {args.transitions} transitions in replay", flush=True)
+          f"{args.updates} updates per side, {args.transitions} transitions in replay, freed memory "
+          f"{'left to glibc' if args.no_retain_memory else 'retained (as in `shoal train`)'}", flush=True)
     times: dict[str, list[float]] = {k: [] for k in sides}
     for r in range(args.rounds):
         line = [f"round {r}:"]

@@ -177,6 +177,9 @@ def _with_object_store(cls: type[Any]) -> type[Any]:
                                        "__module__": cls.__module__, "__doc__": cls.__doc__})
 
 
+#: The label Ray gives every node: its node id (a placement group's bundles select nodes by labels).
+_NODE_ID_LABEL = "ray.io/node-id"
+
 #: Environment variable naming a custom resource: actor nodes go, while it is alive, to the Ray node that has it.
 ACTOR_RESOURCE_VAR = "SHOAL_RAY_ACTOR_RESOURCE"
 
@@ -190,7 +193,8 @@ class RayBackend(Backend):
     when it is full, and when it is lost a restarted actor comes back on a surviving node. The
     other nodes (learners, queues, replay, servers), which are not restarted, then go to the
     driver's node (a hard affinity: Ray places an actor that asks for no resources on a random
-    node unless its affinity is hard), so losing the actors' node loses only actors.
+    node unless its affinity is hard), and so do the ranks of a learner group (:meth:`spawn_group`),
+    so losing the actors' node loses only actors.
     """
 
     name = "ray"
@@ -286,22 +290,43 @@ class RayBackend(Backend):
                               f"start one with ray start --resources '{{\"{self.actor_resource}\": 1}}' or unset {ACTOR_RESOURCE_VAR}")
         return NodeAffinitySchedulingStrategy(holders[0], soft=True)
 
+    def _group_selector(self, num_gpus: float) -> dict[str, str]:
+        """The label selector of every learner rank's bundle: the driver's node, hard, like any node that is not
+        an actor; when the ranks ask for ``num_gpus`` GPUs in all and that node has fewer, any node but the one
+        that has ``actor_resource`` (there is no soft variant for a placement group's bundles)."""
+        here = ray.get_runtime_context().get_node_id()
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        gpus = sum(float(n.get("Resources", {}).get("GPU", 0.0)) for n in nodes if n.get("NodeID") == here)
+        if num_gpus <= gpus:
+            return {_NODE_ID_LABEL: here}
+        holders = [n["NodeID"] for n in nodes if self.actor_resource in n.get("Resources", {})]
+        return {_NODE_ID_LABEL: "!" + holders[0]} if holders else {}
+
     def spawn_group(self, cls: type, args: Sequence[tuple[Any, ...]], num_cpus: float = 1, num_gpus: float = 0,
                     strategy: str = "PACK", timeout_s: float = 120.0, names: Sequence[str] = ()) -> list[NodeHandle]:
         """One node per tuple of ``args``, kept together in one placement group (``PACK``: one node of the
         cluster when they fit there; ``STRICT_PACK`` insists); for learner ranks, which talk every step.
-        ``names``: the nodes' names (for errors), one per tuple."""
+        ``names``: the nodes' names (for errors), one per tuple.
+
+        The ranks are not restarted, so with ``actor_resource`` they go where a single learner would
+        (:meth:`_affinity` of a node that is not an actor): on the driver's node, or, when they ask for
+        more GPUs than it has, anywhere but the actors' node; losing the actors' node loses only actors.
+        """
         from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         bundle = {"CPU": float(num_cpus), **({"GPU": float(num_gpus)} if num_gpus else {})}
-        group = placement_group([dict(bundle) for _ in args], strategy=strategy)
+        selector = self._group_selector(num_gpus * len(args)) if self.actor_resource else {}
+        group = placement_group([dict(bundle) for _ in args], strategy=strategy,
+                                **({"bundle_label_selector": [dict(selector) for _ in args]} if selector else {}))
         try:
             ray.get(group.ready(), timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
             remove_placement_group(group)
-            raise ConfigError(f"the Ray cluster cannot place {len(args)} learners of {bundle} each within {timeout_s:.0f} s "
-                              f"(available: {ray.available_resources()}); lower num_learners or add resources") from None
+            where = f" on the nodes labelled {selector}" if selector else ""
+            raise ConfigError(f"the Ray cluster cannot place {len(args)} learners of {bundle} each{where} within "
+                              f"{timeout_s:.0f} s (available: {ray.available_resources()}); lower num_learners or add "
+                              "resources") from None
         self._placement_groups = [*getattr(self, "_placement_groups", []), group]
         handles: list[NodeHandle] = []
         for i, node_args in enumerate(args):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shoal.core.nonfinite import checkpoint_guards
 from shoal.core.types import EnvSpec, StepResult
 
 #: A policy maps a batch of observations to a batch of actions (numpy in, numpy out).
@@ -68,6 +69,11 @@ class Learner(VariableSource):
     #: Updates applied so far: the version :meth:`get_variables` labels its parameters with.
     version: int
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # One mechanism for every learner: its state carries its NaN/inf guards' counters (nonfinite_updates).
+        super().__init_subclass__(**kwargs)
+        checkpoint_guards(cls)
+
     @abstractmethod
     def step(self, data: Any = None) -> Mapping[str, float | torch.Tensor]:
         """One update from ``data`` (on-policy) or from the learner's own tables (off-policy).
@@ -78,7 +84,11 @@ class Learner(VariableSource):
 
     @abstractmethod
     def state(self) -> dict[str, Any]:
-        """Everything needed to resume: weights, optimiser, counters (tensors and plain values)."""
+        """Everything needed to resume: weights, optimiser, counters (tensors and plain values).
+
+        Every subclass's result also carries its NaN/inf guards' counters, which its ``load_state`` restores
+        (:func:`~shoal.core.nonfinite.checkpoint_guards`): a learner does not save them itself.
+        """
 
     @abstractmethod
     def load_state(self, state: dict[str, Any]) -> None:

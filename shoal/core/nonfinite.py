@@ -12,6 +12,7 @@ loss, or the gradient of which parameter group.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -208,18 +209,85 @@ class NonFiniteGuard:
         return "gradient norm (it overflowed)"
 
 
+def named_guards(obj: Any) -> dict[str, NonFiniteGuard]:
+    """The guards a learner holds, by where it holds them (``guard``, ``levels.low.guard``): its own, and those
+    of the sub-learners it holds directly or in a dict or list."""
+    if not hasattr(obj, "__dict__"):
+        return {}
+    found: dict[str, NonFiniteGuard] = {}
+    for name, v in vars(obj).items():
+        members = ([(f"{name}.{k}", m) for k, m in v.items()] if isinstance(v, dict)
+                   else [(f"{name}.{i}", m) for i, m in enumerate(v)] if isinstance(v, (list, tuple)) else [(name, v)])
+        for where, m in members:
+            if isinstance(m, NonFiniteGuard):
+                g: Any = m
+            else:
+                g, where = getattr(m, "guard", None) if hasattr(m, "__dict__") else None, f"{where}.guard"
+            if isinstance(g, NonFiniteGuard) and all(g is not f for f in found.values()):
+                found[where] = g
+    return found
+
+
 def guards_of(obj: Any) -> list[NonFiniteGuard]:
     """The guards a learner holds: its own, and those of the sub-learners it holds directly or in a dict or list."""
-    if not hasattr(obj, "__dict__"):
-        return []
-    found: list[NonFiniteGuard] = []
-    for v in vars(obj).values():
-        members = list(v.values()) if isinstance(v, dict) else list(v) if isinstance(v, (list, tuple)) else [v]
-        for m in members:
-            g = m if isinstance(m, NonFiniteGuard) else getattr(m, "guard", None) if hasattr(m, "__dict__") else None
-            if isinstance(g, NonFiniteGuard) and all(g is not f for f in found):
-                found.append(g)
-    return found
+    return list(named_guards(obj).values())
+
+
+#: The entry of every learner's ``state()`` that holds its guards' counters (JSON numbers, no tensors).
+STATE_KEY = "nonfinite_guards"
+
+
+def guard_state(obj: Any) -> dict[str, dict[str, int]]:
+    """The counters of every guard ``obj`` holds, by :func:`named_guards`' names: what a checkpoint keeps."""
+    return {name: {"skipped": g.skipped, "updates": g.updates} for name, g in named_guards(obj).items()}
+
+
+def load_guard_state(obj: Any, state: Mapping[str, Any]) -> None:
+    """Restore :func:`guard_state`; a guard it does not name keeps its counters (0 for a new learner)."""
+    for name, g in named_guards(obj).items():
+        counts = state.get(name)
+        if isinstance(counts, Mapping):
+            g.skipped = int(counts.get("skipped", g.skipped))
+            g.updates = int(counts.get("updates", g.updates))
+
+
+def checkpoint_guards(cls: type) -> type:
+    """Make ``cls.state()`` carry its guards' counters under :data:`STATE_KEY` and ``cls.load_state()`` restore
+    them, so ``nonfinite_updates`` goes on counting after a resume. Every :class:`~shoal.core.interfaces.Learner`
+    subclass gets this; a state without the entry (a checkpoint older than it) leaves the counters as they are.
+
+    Only ``state``/``load_state`` defined on ``cls`` itself are wrapped (inherited ones already are); the entry is
+    taken out of the state before the learner's own ``load_state`` sees it, and the counters are set after it, so
+    a ``super().load_state`` chain ends with the saved values.
+    """
+    def wraps_own(name: str) -> Any:  # the method ``name`` defined on cls itself and not yet wrapped, or None
+        f = cls.__dict__.get(name)
+        wrapped = getattr(f, "_checkpoints_guards", False) or getattr(f, "__isabstractmethod__", False)
+        return f if callable(f) and not wrapped else None
+
+    own_state, own_load = wraps_own("state"), wraps_own("load_state")
+    if own_state is not None:
+        @functools.wraps(own_state)
+        def state(self: Any) -> Any:
+            out = own_state(self)
+            return {**out, STATE_KEY: guard_state(self)} if isinstance(out, dict) else out
+
+        state._checkpoints_guards = True  # type: ignore[attr-defined]
+        cls.state = state  # type: ignore[attr-defined]
+    if own_load is not None:
+        @functools.wraps(own_load)
+        def load_state(self: Any, state: Any) -> None:
+            counts = None
+            if isinstance(state, Mapping) and STATE_KEY in state:
+                state = dict(state)
+                counts = state.pop(STATE_KEY)
+            own_load(self, state)
+            if isinstance(counts, Mapping):  # after the learner's own restore (and its super() chain): these win
+                load_guard_state(self, counts)
+
+        load_state._checkpoints_guards = True  # type: ignore[attr-defined]
+        cls.load_state = load_state  # type: ignore[attr-defined]
+    return cls
 
 
 def configure(obj: Any, policy: str) -> None:

@@ -161,9 +161,21 @@ class VecEnv:
                                      "check the env's dynamics or add a wrapper that clips it")
         return obs
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Reset every copy; copy ``i`` is seeded with ``seed + i``."""
-        obs, info = self.env.reset(seed=seed)
+    def reset(self, seed: int | None = None, timeout: float | None = None) -> np.ndarray:
+        """Reset every copy; copy ``i`` is seeded with ``seed + i``.
+
+        ``timeout``: as :meth:`step`'s (copies in worker processes only): a reset not done by then raises
+        :class:`~shoal.envs.watchdog.EnvHung`; then close the env with ``terminate=True``.
+        """
+        if timeout is not None and self.in_subprocesses:
+            workers = cast(gym.vector.AsyncVectorEnv, self.env)
+            workers.reset_async(seed=seed)
+            try:
+                obs, info = workers.reset_wait(timeout=timeout)
+            except multiprocessing.TimeoutError:
+                raise EnvHung(f"reset did not return within {timeout:g} s (env_step_timeout)") from None
+        else:
+            obs, info = self.env.reset(seed=seed)
         self._episodes.reset(info)
         self._obs = self._check_obs(obs, "observation") if self.check else obs
         return self._obs
@@ -262,8 +274,9 @@ def _batched_twin(env_id: str) -> str | None:
 
 
 def make_vec_env(env: EnvLike, num_envs: int, seed: int | None = None, mode: str = "auto", check: bool = True,
-                 env_kwargs: dict[str, Any] | None = None) -> VecEnv:
-    """A :class:`VecEnv` of ``num_envs`` copies, reset with ``seed`` (copy i gets ``seed + i``).
+                 env_kwargs: dict[str, Any] | None = None, reset: bool = True) -> VecEnv:
+    """A :class:`VecEnv` of ``num_envs`` copies, reset with ``seed`` (copy i gets ``seed + i``; with
+    ``reset=False`` not yet: the caller resets it, e.g. with a deadline).
 
     ``mode``: ``sync`` (one process), ``async`` (a process per copy), ``batched``
     (shoal's numpy-vectorised envs with Gymnasium's exact dynamics), ``envpool``, or
@@ -301,5 +314,6 @@ def make_vec_env(env: EnvLike, num_envs: int, seed: int | None = None, mode: str
     if vec.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP) != AutoresetMode.SAME_STEP:
         raise EnvError(f"vector env for {env_id!r} does not use same-step autoreset; shoal needs AutoresetMode.SAME_STEP")
     out = VecEnv(vec, env_id, check=check)
-    out.reset(seed=seed)
+    if reset:
+        out.reset(seed=seed)
     return out

@@ -1,4 +1,8 @@
-"""Stepping an env with a deadline: :class:`StepWatchdog` runs each call in a worker thread.
+"""Stepping and resetting an env with a deadline: :class:`StepWatchdog` runs each call in a worker thread.
+
+With a deadline (``env_step_timeout`` > 0) the env therefore runs in the watchdog's thread, not the caller's:
+every ``step`` and ``reset`` (an env that cares which thread calls it, e.g. one holding thread-local state
+or a GUI, sees the watchdog's). The env is still made in the caller's thread.
 
 A Python thread cannot be killed, so a call that never returns is abandoned, not stopped:
 its thread (a daemon) stays blocked with the env object it holds, and the caller makes a
@@ -47,8 +51,9 @@ class StepWatchdog:
             except BaseException as e:  # handed to the caller, who re-raises it
                 self._results.put((False, e))
 
-    def call(self, timeout: float, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` in the worker thread; :class:`EnvHung` if it has not returned after ``timeout`` seconds."""
+    def call(self, timeout: float, fn: Callable[..., Any], *args: Any, what: str = "step") -> Any:
+        """``fn(*args)`` in the worker thread; :class:`EnvHung` if it has not returned after ``timeout`` seconds
+        (``what`` names the call in its message: ``step`` or ``reset``)."""
         if self.spent:
             raise RuntimeError("this watchdog's thread is abandoned to a call that hung; make a new one")
         self._requests.put((fn, args))
@@ -56,7 +61,7 @@ class StepWatchdog:
             ok, value = self._results.get(timeout=timeout)
         except queue.Empty:
             self.spent = True
-            raise EnvHung(f"step did not return within {timeout:g} s (env_step_timeout)") from None
+            raise EnvHung(f"{what} did not return within {timeout:g} s (env_step_timeout)") from None
         if not ok:
             raise value
         return value

@@ -158,9 +158,8 @@ class A3CProgram(AsyncProgram):
         # Workers compute gradients on the CPU, whatever the parameter node's device: their network is
         # the actor's, which acts on the CPU (and a worker has no GPU of its own on Ray).
         worker_ctx = dataclasses.replace(ctx, device="cpu")
-        self.actors = [backend.spawn(A3CWorkerNode, worker_ctx, i, n, derive_seed(run.seed, "env", i),
-                                     derive_seed(run.seed, "actor", i), self.learner, name=f"worker-{i}",
-                                     max_restarts=run.max_restarts)
+        self.actors = [self._spawn_actor(A3CWorkerNode, worker_ctx, i, n, derive_seed(run.seed, "env", i),
+                                         derive_seed(run.seed, "actor", i), self.learner, name=f"worker-{i}")
                        for i in range(n)]
         self._eval_net = self.builder.make_networks()
 

@@ -16,6 +16,7 @@ each actor and then the learner's due updates, deterministic for a seed.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -144,8 +145,14 @@ class SelfPlayNode:
     """Plays self-play games with leaves evaluated by the evaluator node and writes them to the learner's table."""
 
     def __init__(self, ctx: GameContext, actor_id: int, seed: int, evaluator: Any, learner: Any) -> None:
+        self.ctx, self.seed = ctx, seed
         self.player = ctx.builder().make_selfplayer(seed)
         self.actor_id, self.evaluator, self.learner = actor_id, evaluator, learner
+
+    def on_restart(self) -> None:
+        """Called by a backend that restarted this node's process: it plays new games, from a seed of its own
+        (the constructor ran with the first process's seed), not the first process's games again."""
+        self.player = self.ctx.builder().make_selfplayer(derive_seed(self.seed, "process", os.getpid()))
 
     def _evaluate(self, planes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.evaluator.call("evaluate", self.actor_id, planes, masks).result()
@@ -283,7 +290,7 @@ class AlphaZeroProgram(AsyncProgram):
         self.ctx, self.settings = ctx, settings or AlphaZeroSettings()
         self.builder = ctx.builder()
         n = run.num_actors
-        self._init_async(backend, n, 1, run.steps, self.settings.moves_per_call)
+        self._init_async(backend, n, 1, run.steps, self.settings.moves_per_call, run.max_restarts)
         conc = max(4, 2 * n + 2)
         self.variables = backend.spawn(VariableServer, name="variables", num_cpus=0, concurrency=conc)
         self.learner = backend.spawn(LearnerNode, ctx, self.variables, name="learner",
@@ -291,8 +298,8 @@ class AlphaZeroProgram(AsyncProgram):
         self.evaluator = backend.spawn(EvaluatorNode, ctx, self.variables, self.settings, self.concurrent, n,
                                        name="evaluator", concurrency=n + 2 if self.concurrent else 1)
         self.actor_seeds = [derive_seed(ctx.seed, "selfplay", i) for i in range(n)]
-        self.actors = [backend.spawn(SelfPlayNode, ctx, i, self.actor_seeds[i], self.evaluator, self.learner,
-                                     name=f"selfplay-{i}") for i in range(n)]
+        self.actors = [self._spawn_actor(SelfPlayNode, ctx, i, self.actor_seeds[i], self.evaluator, self.learner,
+                                         name=f"selfplay-{i}") for i in range(n)]
         self._eval_net = ctx.initial_network()
 
     def _start_actor(self, i: int, units: int) -> Any:

@@ -201,8 +201,8 @@ class ApexProgram(AsyncProgram):
                                      num_gpus=learner_gpus(ctx.device))
         self.env_seeds = [derive_seed(run.seed, "env", i) for i in range(n)]
         self.actor_seeds = [derive_seed(run.seed, "actor", i) for i in range(n)]
-        self.actors = [backend.spawn(ApexActorNode, ctx, i, n, self.env_seeds[i], self.actor_seeds[i], self.replay,
-                                     self.variables, name=f"actor-{i}", max_restarts=run.max_restarts)
+        self.actors = [self._spawn_actor(ApexActorNode, ctx, i, n, self.env_seeds[i], self.actor_seeds[i], self.replay,
+                                         self.variables, name=f"actor-{i}")
                        for i in range(n)]
         self.learner_steps = 0
         self._eval_net = b.make_networks()

@@ -13,7 +13,6 @@ a subclass runs one fixed, deterministic round instead.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from abc import abstractmethod
@@ -24,11 +23,9 @@ import torch
 
 from shoal.backends.base import NodeDied
 from shoal.core.types import ActorReport
-from shoal.errors import ShoalError
 from shoal.topologies import IterationReport, Program
 from shoal.topologies.nodes import LearnerNode
-
-_log = logging.getLogger("shoal")
+from shoal.topologies.restarts import ActorRestarts, not_restarted
 
 
 def copy_tree(tree: Any) -> Any:
@@ -118,12 +115,11 @@ class AsyncProgram(Program):
     wait_timeout_s: float = 60.0
 
     def _init_async(self, backend: Any, num_actors: int, steps_per_unit: int, total_steps: int,
-                    first_units: int, max_restarts: int = 0) -> None:
+                    first_units: int, max_restarts: int) -> None:
+        """``max_restarts``: deaths each actor node survives (``RunConfig.max_restarts``); spawn the actor
+        nodes with :meth:`_spawn_actor` so that the backend restarts them."""
         self.backend = backend
-        self.max_restarts = max_restarts  # deaths each actor node survives (a backend that restarts them: Ray)
-        self.node_restarts = [0] * num_actors
-        self._recovering: dict[int, float] = {}  # actor id -> when it died; until a call of it succeeds
-        self._not_before: dict[int, float] = {}  # actor id -> earliest time of its next call (while it restarts)
+        self.restarts = ActorRestarts(num_actors, max_restarts, self.restart_timeout_s)
         self._env_restarts = 0  # envs made anew inside actor nodes, in all
         self.concurrent = backend.concurrent
         self.steps_per_unit = max(1, steps_per_unit)  # env steps in one unit of actor work
@@ -139,6 +135,15 @@ class AsyncProgram(Program):
     @abstractmethod
     def _start_actor(self, i: int, units: int) -> Any:
         """Start actor ``i`` on ``units`` units of work; returns its future (an ActorReport)."""
+
+    def _spawn_actor(self, cls: type, *args: Any, name: str, **options: Any) -> Any:
+        """Spawn actor node ``cls(*args)``, restartable (see :mod:`shoal.topologies.restarts`)."""
+        return self.restarts.spawn(self.backend, cls, *args, name=name, **options)
+
+    @property
+    def node_restarts(self) -> list[int]:
+        """Deaths of each actor node so far."""
+        return self.restarts.counts
 
     def _start_learner(self) -> Any:
         """Start a learner call (a future of a metrics dict), or None for topologies without one."""
@@ -159,7 +164,7 @@ class AsyncProgram(Program):
         remaining = max(0, self.total_steps - self.env_steps - self._in_flight_steps())
         now = time.monotonic()
         for i in range(len(self._units)):
-            if i not in self._actor_calls and remaining > 0 and self._not_before.get(i, 0.0) <= now:
+            if i not in self._actor_calls and remaining > 0 and self.restarts.may_call(i, now):
                 # (no work beyond the step budget; a restarting node is called again after a pause)
                 cap = max(1, -(-remaining // (self.steps_per_unit * len(self._units))))
                 units = min(self._units[i], cap)
@@ -168,10 +173,7 @@ class AsyncProgram(Program):
         if self._learner_call is None:
             self._learner_call = self._start_learner()
         futures = [f for f, _, _ in self._actor_calls.values()] + ([self._learner_call] if self._learner_call is not None else [])
-        for i, since in self._recovering.items():  # a node Ray cannot place again never answers nor fails
-            if now - since > self.restart_timeout_s:
-                raise ShoalError(f"actor node {i} died and did not come back within {self.restart_timeout_s:.0f} s; "
-                                 "check the cluster's free resources and the node's log")
+        self.restarts.check_overdue(now)  # a node Ray cannot place again never answers nor fails
         if not futures:  # every node is restarting
             time.sleep(0.1)
             return self._report([], {})
@@ -184,10 +186,10 @@ class AsyncProgram(Program):
                 reports.append(self.backend.get(fut))
             except NodeDied as e:
                 if e.node != getattr(self.actors[i], "name", None):  # type: ignore[attr-defined]
-                    raise self._not_restarted(e) from None  # a node it called died, not the actor itself
-                self._node_died(i, e)  # the backend restarts it; its next call goes to the new process
+                    raise not_restarted(e) from None  # a node it called died, not the actor itself
+                self.restarts.died(i, e)  # the backend restarts it; its next call goes to the new process
                 continue
-            self._recovering.pop(i, None)
+            self.restarts.recovered(i)
             took = max(time.monotonic() - started, 1e-3)
             self._units[i] = int(np.clip(units * self.call_seconds / took, 1, 100_000))
         metrics: dict[str, float] = {}
@@ -195,40 +197,12 @@ class AsyncProgram(Program):
             try:
                 metrics = self.backend.get(self._learner_call) or {}  # reported once, when fresh
             except NodeDied as e:
-                raise self._not_restarted(e) from None
+                raise not_restarted(e) from None
             self._learner_call = None
         return self._report(reports, metrics)
 
-    @staticmethod
-    def _not_restarted(error: NodeDied) -> ShoalError:
-        """The error for the death of a node that is not an actor (a learner, queue, replay or server)."""
-        return ShoalError(f"node {error.node or '(unknown)'} died ({error.reason}); only actor nodes are restarted, so the "
-                          "run stops here: resume it from its last checkpoint with shoal train --resume")
-
     #: Longest an actor node may take to come back after it died.
     restart_timeout_s: float = 120.0
-
-    def _node_died(self, i: int, error: NodeDied) -> None:
-        """Count actor ``i``'s death; past ``max_restarts`` the run stops with an error naming it.
-
-        Calls made while the backend restarts the node fail too (transiently): those are the same
-        death, and the node is called again after a pause until a call succeeds.
-        """
-        now = time.monotonic()
-        self._not_before[i] = now + 0.5
-        if i in self._recovering and error.transient:
-            if now - self._recovering[i] > self.restart_timeout_s:
-                raise ShoalError(f"actor node {i} died and did not come back within {self.restart_timeout_s:.0f} s "
-                                 f"(last: {error.reason}); check the cluster's resources and the node's log") from None
-            return
-        self._recovering[i] = now
-        self.node_restarts[i] += 1
-        if self.node_restarts[i] > self.max_restarts:
-            raise ShoalError(f"actor node {i} died {self.node_restarts[i]} times, more than max_restarts="
-                             f"{self.max_restarts} (last: {error.reason}); find the cause in its log, or allow more "
-                             "restarts with max_restarts") from None
-        _log.warning("actor node %d died (%s); it restarts and pulls the newest parameters (%d of %d)", i, error.reason,
-                     self.node_restarts[i], self.max_restarts)
 
     def _in_flight_steps(self) -> int:
         return sum(units * self.steps_per_unit for _, _, units in self._actor_calls.values())
@@ -247,7 +221,7 @@ class AsyncProgram(Program):
                 metrics[key] = float(np.mean(values))
         self._env_restarts += sum(int(d.get("env_restarts", 0)) for d in data)  # each call reports its own
         metrics["env_restarts"] = float(self._env_restarts)
-        metrics["actor_restarts"] = float(sum(self.node_restarts))
+        metrics["actor_restarts"] = float(self.restarts.total)
         return IterationReport(steps, [x for r in reports for x in r.episode_returns],
                                [x for r in reports for x in r.episode_lengths], metrics)
 

@@ -86,7 +86,9 @@ class ChiefNode(LearnerNode):
         self._cond = threading.Condition()
         self.variables = VariableServer()
         self.round: dict[int, np.ndarray] = {}  # worker id -> its gradient of the current version
-        self.active = 0  # workers inside a call (concurrent backends): a round never waits for more than these
+        # Workers inside a call (concurrent backends): a round never waits for more than these. A set of ids: a
+        # worker whose process died inside its call never left, and its restarted process joins as the same one.
+        self.active: set[int] = set()
         self.released = False
         self.pending_env_steps = 0
         self.rounds = 0
@@ -109,7 +111,7 @@ class ChiefNode(LearnerNode):
         return int(self.learner.version)
 
     def _needed(self) -> int:
-        return min(self.m, self.active) if self.active > 0 else self.m
+        return min(self.m, len(self.active)) if self.active else self.m
 
     def _close(self) -> None:
         """Apply the mean of the round's gradients as one update and publish the new version."""
@@ -126,15 +128,15 @@ class ChiefNode(LearnerNode):
             self._publish()
         self._cond.notify_all()
 
-    def join(self) -> None:
-        """A worker starts a call (rounds may wait for it)."""
+    def join(self, worker_id: int) -> None:
+        """Worker ``worker_id`` starts a call (rounds may wait for it)."""
         with self._cond:
-            self.active += 1
+            self.active.add(int(worker_id))
 
-    def leave(self) -> None:
-        """A worker ends its call: a round waiting on fewer workers closes if it has enough."""
+    def leave(self, worker_id: int) -> None:
+        """Worker ``worker_id`` ends its call: a round waiting on fewer workers closes if it has enough."""
         with self._cond:
-            self.active = max(0, self.active - 1)
+            self.active.discard(int(worker_id))
             if self.round and len(self.round) >= self._needed():
                 self._close()
 
@@ -303,7 +305,7 @@ class DPPOWorkerNode(ActorNode):
     def work(self, num_rollouts: int) -> ActorReport:
         """``num_rollouts`` times: a rollout, ``rounds`` synchronous gradient rounds, the KL report."""
         steps, returns, lengths, outcomes = 0, [], [], []
-        self.chief.call("join").result()
+        self.chief.call("join", self.actor_id).result()
         try:
             for _ in range(num_rollouts):
                 report = self.collect()
@@ -314,7 +316,7 @@ class DPPOWorkerNode(ActorNode):
                 returns += report.episode_returns
                 lengths += report.episode_lengths
         finally:
-            self.chief.call("leave").result()
+            self.chief.call("leave", self.actor_id).result()
         return ActorReport(steps, returns, lengths, data={"outcomes": outcomes}, actor_id=self.actor_id)
 
 
@@ -328,14 +330,14 @@ class DPPOProgram(AsyncProgram):
         n = run.num_actors
         self.min_gradients = s.required(n)
         self._init_async(backend, n, self.builder.steps_per_iteration * self.builder.num_envs, run.steps,
-                         s.rollouts_per_call)
+                         s.rollouts_per_call, run.max_restarts)
         self.learner = backend.spawn(ChiefNode, ctx, n, s, name="chief", num_gpus=learner_gpus(ctx.device),
                                      concurrency=n + 2 if self.concurrent else 1)
         worker_ctx = dataclasses.replace(ctx, device="cpu")  # workers act and compute gradients on the CPU
         self.env_seeds = [derive_seed(run.seed, "env", i) for i in range(n)]
         self.actor_seeds = [derive_seed(run.seed, "actor", i) for i in range(n)]
-        self.actors = [backend.spawn(DPPOWorkerNode, worker_ctx, i, n, self.env_seeds[i], self.actor_seeds[i],
-                                     self.learner, s.rounds_per_rollout, name=f"worker-{i}")
+        self.actors = [self._spawn_actor(DPPOWorkerNode, worker_ctx, i, n, self.env_seeds[i], self.actor_seeds[i],
+                                         self.learner, s.rounds_per_rollout, name=f"worker-{i}")
                        for i in range(n)]
         self._eval_net = self.builder.make_networks()
         self._round_robin = 0

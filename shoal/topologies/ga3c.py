@@ -213,8 +213,8 @@ class GA3CProgram(AsyncProgram):
         self.predictor = backend.spawn(PredictorNode, ctx, n, self.variables, g, self.concurrent, name="predictor",
                                        num_gpus=self._gpu_share(learner_gpus(ctx.inference_on)),
                                        concurrency=n + 2 if self.concurrent else 1)
-        self.actors = [backend.spawn(AgentNode, ctx, i, derive_seed(run.seed, "env", i), self.predictor, self.queue,
-                                     name=f"agent-{i}", max_restarts=run.max_restarts) for i in range(n)]
+        self.actors = [self._spawn_actor(AgentNode, ctx, i, derive_seed(run.seed, "env", i), self.predictor, self.queue,
+                                         name=f"agent-{i}") for i in range(n)]
         self._eval_net = self.builder.make_networks()
 
     def _gpu_share(self, gpus: float) -> float:

@@ -207,7 +207,8 @@ class GorilaProgram(AsyncProgram):
         self.settings = s = settings or GorilaSettings()
         self.builder = ctx.builder()
         n = run.num_actors
-        self._init_async(backend, n, s.actor_pull_period * self.builder.num_envs, run.steps, s.units_per_call)
+        self._init_async(backend, n, s.actor_pull_period * self.builder.num_envs, run.steps, s.units_per_call,
+                         run.max_restarts)
         self._eval_net = self.builder.make_networks()
         num_params = sum(p.numel() for p in self._eval_net.parameters())
         if s.num_shards > num_params:
@@ -220,8 +221,8 @@ class GorilaProgram(AsyncProgram):
         actor_ctx = dataclasses.replace(ctx, device="cpu")  # actors act on the CPU, whatever the learners' device
         self.env_seeds = [derive_seed(run.seed, "env", i) for i in range(n)]
         self.actor_seeds = [derive_seed(run.seed, "actor", i) for i in range(n)]
-        self.actors = [backend.spawn(GorilaActorNode, actor_ctx, i, n, self.env_seeds[i], self.actor_seeds[i], self.shards,
-                                     self.learners[i], self.replay, s.actor_pull_period, name=f"actor-{i}")
+        self.actors = [self._spawn_actor(GorilaActorNode, actor_ctx, i, n, self.env_seeds[i], self.actor_seeds[i],
+                                         self.shards, self.learners[i], self.replay, s.actor_pull_period, name=f"actor-{i}")
                        for i in range(n)]
         self._client = ParameterServerClient(self.shards, self._eval_net)  # the driver's: evaluation and checkpoints
 

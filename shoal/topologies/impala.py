@@ -224,9 +224,8 @@ class ImpalaProgram(AsyncProgram):
         else:
             self.learner = backend.spawn(ImpalaLearnerNode, ctx, self.queue, self.variables, s, self.batch_unrolls,
                                          name="learner", num_gpus=learner_gpus(ctx.device))
-        self.actors = [backend.spawn(ImpalaActorNode, ctx, i, n, derive_seed(run.seed, "env", i),
-                                     derive_seed(run.seed, "actor", i), self.queue, self.variables, s, name=f"actor-{i}",
-                                     max_restarts=run.max_restarts)
+        self.actors = [self._spawn_actor(ImpalaActorNode, ctx, i, n, derive_seed(run.seed, "env", i),
+                                         derive_seed(run.seed, "actor", i), self.queue, self.variables, s, name=f"actor-{i}")
                        for i in range(n)]
         self._eval_net = self.builder.make_networks()
 

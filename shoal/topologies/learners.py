@@ -405,18 +405,30 @@ class LearnerGroup(NodeHandle):
 
 
 def rank_devices(device: str, num_learners: int) -> list[str]:
-    """Each rank's device on one host: for CUDA a GPU of its own (``cuda:0`` .. ``cuda:L-1``; NCCL cannot put two
-    ranks on one GPU), else ``device``; an error when the host has fewer GPUs than ranks."""
+    """Each rank's device on one host: for CUDA a GPU of its own, consecutive from the one ``device`` names
+    (``cuda`` and ``cuda:0``: ``cuda:0`` .. ``cuda:L-1``; ``cuda:1``: ``cuda:1`` .. ``cuda:L``; NCCL cannot put two
+    ranks on one GPU), else ``device``; an error when the host has too few GPUs from there on."""
     if not str(device).startswith("cuda"):
         return [device] * num_learners
     import torch
 
+    try:
+        first = torch.device(device).index
+    except RuntimeError:
+        raise ConfigError(f"device={device!r} is not a CUDA device name; use cuda or cuda:N") from None
     have = torch.cuda.device_count()
-    if have < num_learners:
+    if first is None:
+        if have < num_learners:
+            raise ConfigError(f"num_learners={num_learners} learner processes on device={device!r} need one GPU each, "
+                              f"this machine has {have}; lower num_learners to {max(have, 1)}, use device=cpu (gloo), "
+                              "or run on Ray across more GPUs")
+        first = 0
+    elif first + num_learners > have:
         raise ConfigError(f"num_learners={num_learners} learner processes on device={device!r} need one GPU each, "
-                          f"this machine has {have}; lower num_learners to {max(have, 1)}, use device=cpu (gloo), "
-                          "or run on Ray across more GPUs")
-    return [f"cuda:{r}" for r in range(num_learners)]
+                          f"cuda:{first} to cuda:{first + num_learners - 1}, but this machine has {have} GPUs; "
+                          f"lower num_learners to {max(have - first, 1)} or start at a lower GPU (device=cuda counts "
+                          "from cuda:0)")
+    return [f"cuda:{first + r}" for r in range(num_learners)]
 
 
 def spawn_learners(backend: Backend, cls: type, ctx: NodeContext, num_learners: int, *args: Any,

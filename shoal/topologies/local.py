@@ -3,19 +3,22 @@
 Each round the learner's versioned parameters go to every actor, the actors step
 their vector envs in parallel (on Ray) or in turn (in-process), and their data goes
 to the learner: straight into the update for on-policy algorithms, into the
-learner's replay table for off-policy ones.
+learner's replay table for off-policy ones. An actor node whose process died (on Ray) is
+restarted and runs its part of the round again (see :mod:`shoal.topologies.restarts`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from shoal.backends.base import Backend
+from shoal.backends.base import Backend, NodeDied
 from shoal.core.seeding import derive_seed
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport, Program
 from shoal.topologies.learners import LearnerGroup, LearnerRankNode, spawn_learners
 from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
+from shoal.topologies.restarts import ActorRestarts, not_restarted
 
 
 class LocalProgram(Program):
@@ -30,8 +33,10 @@ class LocalProgram(Program):
         self.learner = spawn_learners(backend, LearnerRankNode, ctx, run.num_learners, single=LearnerNode)
         self.env_seeds = [derive_seed(run.seed, "env", i) for i in range(run.num_actors)]
         self.actor_seeds = [derive_seed(run.seed, "actor", i) for i in range(run.num_actors)]
+        self.restarts = ActorRestarts(run.num_actors, run.max_restarts)
         self.actors = [
-            backend.spawn(ActorNode, ctx, i, run.num_actors, self.env_seeds[i], self.actor_seeds[i], name=f"actor-{i}")
+            self.restarts.spawn(backend, ActorNode, ctx, i, run.num_actors, self.env_seeds[i], self.actor_seeds[i],
+                                name=f"actor-{i}")
             for i in range(run.num_actors)
         ]
         self.steps_per_actor = self.builder.steps_per_iteration
@@ -41,16 +46,38 @@ class LocalProgram(Program):
     def run_iteration(self) -> IterationReport:
         variables = self.learner.call("get_variables")
         outs = [a.call("run", self.steps_per_actor, variables, num_returns=2) for a in self.actors]
-        reports = self.backend.get([o[0] for o in outs])
+        reports = [self._report_of(i, outs, variables) for i in range(len(self.actors))]
         steps = sum(r.env_steps for r in reports)
         self.env_steps += steps
-        metrics = self.backend.get(self.learner.call("learn", self.env_steps, *[o[1] for o in outs]))
+        try:
+            metrics = self.backend.get(self.learner.call("learn", self.env_steps, *[o[1] for o in outs]))
+        except NodeDied as e:
+            raise not_restarted(e) from None
         returns = [x for r in reports for x in r.episode_returns]
         lengths = [x for r in reports for x in r.episode_lengths]
         # Envs made anew inside the actor nodes (a crash, a hang, a NaN): each reports its count so far.
         metrics = {**metrics, "env_restarts": float(sum(r.data.get("env_restarts_total", 0.0) for r in reports
                                                         if isinstance(r.data, dict)))}
+        metrics["actor_restarts"] = float(self.restarts.total)
         return IterationReport(steps, returns, lengths, metrics)
+
+    def _report_of(self, i: int, outs: list[Any], variables: Any) -> Any:
+        """Actor ``i``'s report of this round; if its process died (the backend restarts it), its round
+        again in the new process, which replaces ``outs[i]``."""
+        while True:
+            try:
+                report = self.backend.get(outs[i][0])
+                self.restarts.recovered(i)
+                return report
+            except NodeDied as e:
+                if e.node != getattr(self.actors[i], "name", None):
+                    raise not_restarted(e) from None  # a node it called died, not the actor itself
+                self.restarts.died(i, e)
+            time.sleep(max(0.0, self.restarts.not_before[i] - time.monotonic()))
+            outs[i] = self.actors[i].call("run", self.steps_per_actor, variables, num_returns=2)
+            ready, _ = self.backend.wait([outs[i][0]], timeout=self.restarts.timeout_s)
+            if not ready:  # a node Ray cannot place again never answers nor fails
+                self.restarts.check_overdue(time.monotonic())
 
     def state(self) -> dict[str, Any]:
         learner_state = self.backend.get(self.learner.call("state"))

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -99,16 +99,18 @@ class EnvRestarted(Exception):
 
 
 class RestartingEnv:
-    """A node's vector env that is made anew, with a fresh derived seed, when a step fails.
+    """A node's vector env that is made anew, with a fresh derived seed, when a step or reset fails.
 
-    An env that crashes (a simulator fault, a lost connection) or hangs (a step not done
+    An env that crashes (a simulator fault, a lost connection) or hangs (a step or reset not done
     within ``env_step_timeout`` seconds) costs its node the episodes in progress, not the run:
-    :meth:`step` drops it, makes a new one and raises :class:`EnvRestarted`. After
+    :meth:`step` drops it, makes a new one and raises :class:`EnvRestarted` (:meth:`reset` returns
+    the new env's observations); with a deadline, a new env whose first reset fails or hangs counts as one
+    more restart. After
     ``max_restarts`` such failures the next one is an :class:`~shoal.errors.EnvError` naming
     the env, the step and the last error.
 
-    A hang is caught by stepping with a deadline: in Gymnasium's worker processes
-    (``vector=async``) the workers of a hung env are terminated; otherwise each step runs in a
+    A hang is caught by stepping and resetting with a deadline: in Gymnasium's worker processes
+    (``vector=async``) the workers of a hung env are terminated; otherwise each step and reset runs in a
     :class:`~shoal.envs.watchdog.StepWatchdog` thread, and a hung env is abandoned with its
     thread (a thread cannot be killed). A NaN or inf observation or reward is, with
     ``on_nonfinite=skip``, a failure like a crash (the env is made anew and counted); with
@@ -119,17 +121,25 @@ class RestartingEnv:
     def __init__(self, ctx: NodeContext, num_envs: int, seed: int, owner: str) -> None:
         self.ctx, self.num_envs_asked, self.seed, self.owner = ctx, num_envs, seed, owner
         self.restarts = 0  # in this process: a node restarted by its backend gets a fresh budget
-        self.hangs = 0  # of the restarts, those after a hung step
+        self.hangs = 0  # of the restarts, those after a hung step or reset
         self.steps = 0  # vector steps taken in this process, over every env made
         self._reported = 0
         self._watchdog: StepWatchdog | None = None
         self._hung = False  # the current env hung: it is terminated or abandoned, never asked to close
         self.env = self._make(seed)
+        if self.ctx.env_step_timeout > 0:  # its first reset, with the deadline a step has
+            self._guarded(self._first_reset, seed)
 
     def _make(self, seed: int) -> Any:
+        """A new vector env: reset with ``seed`` here without a deadline, else not yet (:meth:`_first_reset`)."""
         from shoal.envs import make_vec_env
 
-        return make_vec_env(self.ctx.env, self.num_envs_asked, seed=seed, mode=self.ctx.vector)
+        return make_vec_env(self.ctx.env, self.num_envs_asked, seed=seed, mode=self.ctx.vector,
+                            reset=self.ctx.env_step_timeout <= 0)
+
+    def _first_reset(self, seed: int) -> Any:
+        """The first reset of an env :meth:`_make` made (with a deadline; a no-op where ``_make`` reset it)."""
+        return self._call("reset", seed) if self.ctx.env_step_timeout > 0 else self.env.obs
 
     @property
     def obs(self) -> np.ndarray:
@@ -140,35 +150,47 @@ class RestartingEnv:
         return self.env.num_envs
 
     def step(self, action: np.ndarray) -> Any:
+        self.steps += 1
+        ok, out = self._guarded(self._call, "step", action)
+        if not ok:
+            raise EnvRestarted(str(out)) from out
+        return out
+
+    def _guarded(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        """``(True, fn(*args))`` (a step or reset of the env); or, when the env crashed, hung or returned a NaN
+        (``on_nonfinite=skip``), ``(False, the error)`` with the env made anew."""
         from shoal.envs.make import NonFiniteEnvOutput
         from shoal.errors import EnvError
 
-        self.steps += 1
+        error: Exception
         try:
-            return self._step(action)
+            return True, fn(*args)
         except NonFiniteEnvOutput as e:
             if self.ctx.on_nonfinite == "stop":
                 raise EnvError(f"{self.owner}, step {self.steps}: {e} (on_nonfinite=stop)") from None
-            self.recreate(e)
-            raise EnvRestarted(str(e)) from e
+            error = e
         except EnvError:  # the env answered, wrongly (a wrong shape): a bug a new env would repeat
             raise
         except Exception as e:  # the env crashed or hung
-            self.recreate(e)
-            raise EnvRestarted(str(e)) from e
+            error = e
+        self.recreate(error)
+        return False, error
 
-    def _step(self, action: np.ndarray) -> Any:
+    def _call(self, what: str, *args: Any) -> Any:
+        """The env's ``step`` or ``reset`` (``what``), within ``env_step_timeout`` seconds where there is one."""
+        fn = getattr(self.env, what)
         timeout = self.ctx.env_step_timeout
         if timeout <= 0:
-            return self.env.step(action)
+            return fn(*args)
         if self.env.in_subprocesses:
-            return self.env.step(action, timeout=timeout)
+            return fn(*args, timeout=timeout)
         if self._watchdog is None:
             self._watchdog = StepWatchdog(f"{self.owner} env step")
-        return self._watchdog.call(timeout, self.env.step, action)
+        return self._watchdog.call(timeout, fn, *args, what=what)
 
     def recreate(self, error: BaseException) -> None:
-        """Replace the env after ``error`` (or fail once ``max_restarts`` is used up)."""
+        """Replace the env after ``error`` (or fail once ``max_restarts`` is used up); with a deadline, a new env
+        whose first reset fails or hangs is one more restart."""
         from shoal.errors import EnvError
 
         hung = isinstance(error, EnvHung)
@@ -185,11 +207,13 @@ class RestartingEnv:
                      "hung" if hung else "failed", self.steps, type(error).__name__, error, self.restarts,
                      self.ctx.max_restarts)
         self._drop()
+        seed = derive_seed(self.seed, "restart", self.restarts)
         try:
-            self.env = self._make(derive_seed(self.seed, "restart", self.restarts))
+            self.env = self._make(seed)
         except Exception as e:
             raise EnvError(f"{self.owner}: env {name} raised ({type(error).__name__}: {error}) "
                            f"and could not be made anew ({type(e).__name__}: {e}); check the env's setup") from e
+        self._guarded(self._first_reset, seed)  # a reset that fails again recreates again, up to max_restarts
 
     def _drop(self) -> None:
         """Let go of the current env: closed, terminated (hung worker processes) or abandoned (a hung thread)."""
@@ -212,7 +236,10 @@ class RestartingEnv:
         return new
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        return self.env.reset(seed=seed)
+        """Reset the env (within ``env_step_timeout`` like a step): its observations, those of an env made anew
+        (itself reset with a seed of its own) if the reset crashed or hung."""
+        ok, obs = self._guarded(self._call, "reset", seed)
+        return obs if ok else self.env.obs
 
     def close(self) -> None:
         if self._hung:

@@ -314,9 +314,8 @@ class SeedProgram(AsyncProgram):
         self.learner = backend.spawn(SeedLearnerNode, ctx, n, s, self.batch_unrolls, self.concurrent, name="learner",
                                      num_gpus=max(learner_gpus(ctx.device), learner_gpus(ctx.inference_on)),
                                      concurrency=n + 2 if self.concurrent else 1)
-        self.actors = [backend.spawn(EnvWorkerNode, ctx, i, self.builder.num_envs, derive_seed(run.seed, "env", i),
-                                     self.learner, name=f"env-worker-{i}",
-                                     max_restarts=run.max_restarts) for i in range(n)]
+        self.actors = [self._spawn_actor(EnvWorkerNode, ctx, i, self.builder.num_envs, derive_seed(run.seed, "env", i),
+                                         self.learner, name=f"env-worker-{i}") for i in range(n)]
         self._eval_net = self.builder.make_networks()
 
     def _start_actor(self, i: int, units: int) -> Any:

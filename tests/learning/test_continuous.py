@@ -2,8 +2,9 @@
 
 Each run uses the per-env defaults of ``shoal/configs/<algo>.yaml`` (what ``shoal train ALGO
 --env Pendulum-v1 --steps N`` uses) and the runner's own final evaluation: 20 episodes,
-deterministic actions. A random policy scores about -1200 on Pendulum; the issue asks for
->= -200 in two of three seeds (SAC 20k steps, TD3 and DDPG 30k, Ape-X DPG >= -250).
+deterministic actions. A random policy scores about -1200 on Pendulum. The slow set runs
+seed 0 of each (>= -200: SAC 20k steps, TD3 and DDPG 30k; Ape-X DPG on Ray >= -250); the
+``extended`` set (``-m extended``) asks for >= -200 in two of seeds 0, 1, 2.
 """
 
 from __future__ import annotations
@@ -22,14 +23,6 @@ def _train(algo: str, tmp_path: Path, seed: int, steps: int, **kwargs):
                        quiet=True, tensorboard=False, **kwargs)
 
 
-@pytest.mark.slow  # 40 s here; SAC's default-suite math is in tests/unit/continuous/
-def test_sac_improves_quickly_on_pendulum(tmp_path: Path) -> None:
-    """The default-run check: 5k steps (about 12 s) take SAC from random (about -1200) to clearly better
-    (-155 when measured)."""
-    run = _train("sac", tmp_path, seed=0, steps=5000, overrides={"eval_episodes": 10})
-    assert run.eval["mean_return"] > -500, run.eval
-
-
 def _two_of_three(algo: str, tmp_path: Path, steps: int, threshold: float, **kwargs) -> None:
     results = [_train(algo, tmp_path, seed, steps, **kwargs).eval["mean_return"] for seed in (0, 1, 2)]
     print(f"{algo} Pendulum-v1 {steps} steps, eval per seed: {[round(r, 1) for r in results]}")
@@ -38,17 +31,26 @@ def _two_of_three(algo: str, tmp_path: Path, steps: int, threshold: float, **kwa
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("algo,steps", [("sac", 20_000), ("td3", 30_000), ("ddpg", 30_000)])
+def test_seed_0_reaches_minus_200_on_pendulum(tmp_path: Path, algo: str, steps: int) -> None:
+    result = _train(algo, tmp_path, 0, steps).eval["mean_return"]
+    print(f"{algo} Pendulum-v1 {steps} steps, seed 0: eval {result:.1f}")
+    assert result >= -200.0, result
+
+
+@pytest.mark.extended
+@pytest.mark.timeout(600)
 def test_sac_pendulum_20k_two_of_three_seeds(tmp_path: Path) -> None:
     _two_of_three("sac", tmp_path, 20_000, -200.0)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.timeout(600)
 def test_td3_pendulum_30k_two_of_three_seeds(tmp_path: Path) -> None:
     _two_of_three("td3", tmp_path, 30_000, -200.0)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.timeout(600)
 def test_ddpg_pendulum_30k_two_of_three_seeds(tmp_path: Path) -> None:
     _two_of_three("ddpg", tmp_path, 30_000, -200.0)

@@ -31,6 +31,13 @@ def test_dqn_learns_cartpole_quickly(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("flags", [{}, RAINBOW_LITE], ids=["defaults", "double+dueling+per+nstep"])
+def test_dqn_solves_cartpole_on_seed_0(tmp_path: Path, flags: dict) -> None:
+    assert _train(tmp_path, "CartPole-v1", 0, 100_000, **flags).eval["mean_return"] >= 475
+
+
+@pytest.mark.extended
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("flags", [{}, RAINBOW_LITE], ids=["defaults", "double+dueling+per+nstep"])
 def test_dqn_solves_cartpole_two_of_three_seeds(tmp_path: Path, flags: dict) -> None:
     returns = [_train(tmp_path, "CartPole-v1", seed, 100_000, **flags).eval["mean_return"] for seed in range(3)]
     assert sum(r >= 475 for r in returns) >= 2, returns

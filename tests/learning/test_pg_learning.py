@@ -20,9 +20,9 @@ def test_ppo_cartpole_defaults_solve(tmp_path):
     assert _eval(tmp_path, "ppo", "CartPole-v1", 0) >= 475
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.slow), pytest.param(1, marks=pytest.mark.extended),
+                                  pytest.param(2, marks=pytest.mark.extended)])
 def test_ppo_kl_penalty_solves_cartpole(tmp_path, seed):
     """The adaptive-KL objective (otherwise the CartPole defaults) reaches 475 at 100k steps (minutes: slow)."""
     assert _eval(tmp_path, "ppo", "CartPole-v1", seed, steps=100_000, overrides={"loss": "kl_penalty"}) >= 475
@@ -54,7 +54,7 @@ def test_ppo_gaussian_pendulum_200k(tmp_path):
     assert _eval(tmp_path, "ppo", "Pendulum-v1", 0, steps=200_000) >= -300
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.timeout(600)
 def test_ppo_with_torch_compile_trains(tmp_path):
     """The compile option runs end to end (compiling costs seconds, so it is off by default)."""

@@ -36,7 +36,7 @@ def test_feed_forward_ppo_stays_below_250_on_the_same_budget(tmp_path):
     assert max(evals + [r.eval["mean_return"]]) < 250
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.timeout(600)
 def test_recurrent_a2c_reaches_300_on_cartpole_without_velocities(tmp_path):
     """A2C with its shipped LSTM defaults (shoal/configs/a2c.yaml); its evaluations swing more than PPO's."""

@@ -23,18 +23,16 @@ def _train(algo: str, env: str, tmp_path: Path, seed: int = 0, **kwargs):
     return shoal.train(algo, env, seed=seed, run_dir=tmp_path / f"{algo}_s{seed}", quiet=True, tensorboard=False, **kwargs)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.slow), pytest.param(1, marks=pytest.mark.extended)])
 def test_reinforce_with_baseline_solves_cartpole(seed: int, tmp_path: Path) -> None:
     run = _train("reinforce", "CartPole-v1", tmp_path, seed)  # 200k steps, baseline, normalised returns
     assert run.config.agent.baseline and run.env_steps <= 300_000
     assert run.eval["mean_return"] >= 475, run.eval
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [pytest.param(0, marks=pytest.mark.slow), pytest.param(1, marks=pytest.mark.extended)])
 def test_one_step_actor_critic_solves_cartpole(seed: int, tmp_path: Path) -> None:
     run = _train("actor_critic", "CartPole-v1", tmp_path, seed)  # 150k steps, 8 copies, one update per vector step
     assert run.eval["mean_return"] >= 400, run.eval

@@ -246,6 +246,7 @@ def test_a_fresh_run_starting_where_another_trainer_holds_the_directory_is_refus
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_two_private_ray_instances_one_after_another_in_one_process(tmp_path):
     code = ("import os, shoal\n"
             "for i in range(2):\n"

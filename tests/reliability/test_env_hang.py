@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import shoal
@@ -146,6 +147,71 @@ def test_an_env_hanging_more_than_max_restarts_stops_the_run_with_one_line(tmp_p
     # two hangs: in sync mode the first copy's blocks the vector step; in worker processes both copies hang
     assert len((folder / "hangs").read_text().split()) == 2 * (2 if vector == "async" else 1)
     assert time.monotonic() - t0 < 30
+
+
+class HangingResetCartPole(HangingCartPole):
+    """CartPole whose ``at``-th reset (counted per env copy; the first is the one made with it) never returns, until
+    ``release`` exists; ``once`` as :class:`HangingCartPole`'s."""
+
+    def __init__(self, folder: str, at: int, once: bool) -> None:
+        super().__init__(folder, at, once)
+        self.resets = 0
+
+    def step(self, action):
+        return self.env.step(action)
+
+    def reset(self, **kwargs):
+        self.resets += 1
+        if self.resets == self.at and self._claim():
+            while not (self.folder / "release").exists():
+                time.sleep(0.05)
+        return self.env.reset(**kwargs)
+
+
+def _hanging_reset_env(folder: Path, at: int, once: bool, vector: str, max_restarts: int = 3):
+    from shoal.agents.pg.config import PPOConfig
+    from shoal.config import to_dict
+    from shoal.envs import env_spec
+    from shoal.topologies.nodes import NodeContext, RestartingEnv
+
+    path = str(folder)
+
+    def make():
+        return HangingResetCartPole(path, at, once)
+
+    make.__name__ = "HangingResetCartPole"
+    ctx = NodeContext("ppo", to_dict(PPOConfig(num_envs=2)), make, env_spec("CartPole-v1"), 100, 0, vector=vector,
+                      env_step_timeout=TIMEOUT, max_restarts=max_restarts)
+    return RestartingEnv(ctx, 2, 0, "actor 0")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("vector", ["sync", "async"])
+def test_a_hung_reset_is_abandoned_after_the_timeout_and_the_env_made_anew_and_counted(folder, vector):
+    env = _hanging_reset_env(folder, at=2, once=True, vector=vector)  # the first reset is the one made with it
+    try:
+        t0 = time.monotonic()
+        obs = env.reset(seed=5)  # hangs in the first copy: a new env is made, and reset with a seed of its own
+        elapsed = time.monotonic() - t0
+        assert (folder / "hung").exists()
+        assert env.take_restarts() == 1 and env.hangs == 1
+        assert obs.shape == (2, 4) and (obs == env.obs).all()
+        assert TIMEOUT - 0.05 <= elapsed < TIMEOUT + 3.0
+        env.step(np.zeros(2, np.int64))  # the new env steps
+    finally:
+        (folder / "release").touch()  # should the reset still hang (no deadline), close must not wait on it forever
+        env.close()
+
+
+@pytest.mark.timeout(30)
+def test_an_env_whose_resets_hang_more_than_max_restarts_stops_with_one_line(folder):
+    t0 = time.monotonic()
+    with pytest.raises(EnvError, match=r"^actor 0: env HangingResetCartPole hung 2 times \(last at step 0: EnvHung: "
+                                       r"reset did not return within 1 s \(env_step_timeout\)\); fix the env, or "
+                                       r"allow more with max_restarts \(now 1\)$"):
+        _hanging_reset_env(folder, at=1, once=False, vector="sync", max_restarts=1)  # every first reset hangs
+    assert len((folder / "hangs").read_text().split()) == 2
+    assert time.monotonic() - t0 < 10
 
 
 class RaisingCartPole(gym.Wrapper):

@@ -26,11 +26,8 @@ CASES = [
     ("local-ppo", "ppo", "CartPole-v1", [], 6144, 1024, []),
     ("apex-dqn", "apex_dqn", "CartPole-v1", ["--num-actors", "2", *_OFF], 6000, 1000, []),
     ("impala", "impala", "CartPole-v1", ["--num-actors", "2", "num_envs=2"], 6000, 1000, []),
-    ("seed", "impala", "CartPole-v1", ["--topology", "seed", "--num-actors", "2", "num_envs=2"], 6000, 1000, [pytest.mark.slow]),
-    ("a3c", "a3c", "CartPole-v1", ["--num-actors", "2", "num_envs=2"], 6000, 1000, [pytest.mark.slow]),
-    ("ga3c", "ga3c", "CartPole-v1", ["--num-actors", "2", "num_envs=2"], 6000, 1000, [pytest.mark.slow]),
-    ("gorila", "gorila", "CartPole-v1", ["--num-actors", "2", *_OFF], 6000, 1000, [pytest.mark.slow]),
-    ("dppo", "dppo", "CartPole-v1", ["--num-actors", "2", "num_envs=2"], 6000, 1000, [pytest.mark.slow]),
+    # seed, a3c, ga3c, gorila and dppo off Ray: killed and resumed in LEARNING below, which asserts this test's
+    # step accounting too
     ("ray-local-ppo", "ppo", "CartPole-v1", ["--backend", "ray", "--num-actors", "2"], 6144, 1024,
      [pytest.mark.slow, pytest.mark.timeout(600)]),
     ("ray-impala", "impala", "CartPole-v1", ["--backend", "ray", "--num-actors", "2", "num_envs=2"], 8000, 1000,
@@ -39,6 +36,8 @@ CASES = [
      [pytest.mark.slow, pytest.mark.timeout(600)]),
     # a game run: env steps are self-play moves, an iteration 128 of them (topology.moves_per_call)
     ("alphazero", "alphazero", "tictactoe", ["eval_games=2"], 2400, 200, []),
+    ("ray-alphazero", "alphazero", "tictactoe", ["--backend", "ray", "eval_games=2"], 1200, 200,
+     [pytest.mark.slow, pytest.mark.timeout(600)]),
     *[(f"ray-{name}", algo, "CartPole-v1", ["--backend", "ray", *extra], 8000, 1000, [pytest.mark.slow, pytest.mark.timeout(600)])
       for name, algo, extra in [("seed", "impala", ["--topology", "seed", "--num-actors", "2", "num_envs=2"]),
                                 ("a3c", "a3c", ["--num-actors", "2", "num_envs=2"]),
@@ -101,18 +100,17 @@ def _train_until_killed(cmd: list[str], run: Path, checkpoints: int, cwd: Path,
             _kill_tree(proc)
 
 
-@pytest.mark.parametrize("name,algo,env,extra,steps,every",
-                         [pytest.param(*c[:6], marks=c[6], id=c[0]) for c in CASES])
-def test_a_training_process_killed_minus_9_resumes_from_its_newest_checkpoint(tmp_path, name, algo, env, extra, steps, every):
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "shoal.cli", "train", algo, "--env", env, "--steps", str(steps), "--run-dir", str(run),
-           "--quiet", *extra, f"checkpoint_every={every}", "keep_checkpoints=10", "eval_episodes=2"]
-    ray = "ray" in extra  # a Ray instance of its own starts with each process: slower
-    ckpt_step, last_logged, iteration = _train_until_killed(cmd, run, checkpoints=2, cwd=tmp_path,
-                                                             timeout=240 if ray else 90)
+def _kill_and_resume(cmd: list[str], run: Path, every: int, cwd: Path, kill_timeout: float,
+                     resume_timeout: float) -> int:
+    """Kill ``cmd`` -9 after its second checkpoint, ``shoal train --resume`` it, and check it went on from the
+    newest checkpoint, less than one checkpoint interval (plus one iteration) of env steps lost.
+
+    Returns the env steps of the checkpoint it resumed from.
+    """
+    ckpt_step, last_logged, iteration = _train_until_killed(cmd, run, checkpoints=2, cwd=cwd, timeout=kill_timeout)
     assert not (run / "eval.json").exists()  # it really died mid-run
-    p = subprocess.run([sys.executable, "-m", "shoal.cli", "train", "--resume", str(run), "--quiet"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300 if ray else 110)
+    p = subprocess.run([sys.executable, "-m", "shoal.cli", "train", "--resume", str(run), "--quiet"], cwd=cwd,
+                       capture_output=True, text=True, timeout=resume_timeout)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = _rows(run)
     # The log was cut back to the checkpoint and continued from it: what was lost is the steps
@@ -121,7 +119,20 @@ def test_a_training_process_killed_minus_9_resumes_from_its_newest_checkpoint(tm
     steps_logged = [int(r["env_steps"]) for r in rows if r.get("episode_return_mean", "") != "" or r.get("sps")]
     assert steps_logged == sorted(steps_logged), "the resumed log does not continue from the checkpoint"
     lost = last_logged - ckpt_step
+    print(f"killed after the checkpoint at {ckpt_step}, {last_logged} env steps logged: {lost} lost "
+          f"(checkpoint_every {every}, longest iteration {iteration})")
     assert 0 < lost < every + iteration, (ckpt_step, last_logged, iteration)
+    return ckpt_step
+
+
+@pytest.mark.parametrize("name,algo,env,extra,steps,every",
+                         [pytest.param(*c[:6], marks=c[6], id=c[0]) for c in CASES])
+def test_a_training_process_killed_minus_9_resumes_from_its_newest_checkpoint(tmp_path, name, algo, env, extra, steps, every):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "shoal.cli", "train", algo, "--env", env, "--steps", str(steps), "--run-dir", str(run),
+           "--quiet", *extra, f"checkpoint_every={every}", "keep_checkpoints=10", "eval_episodes=2"]
+    ray = "ray" in extra  # a Ray instance of its own starts with each process: slower
+    _kill_and_resume(cmd, run, every, cwd=tmp_path, kill_timeout=240 if ray else 90, resume_timeout=300 if ray else 110)
     final = json.loads((run / "eval.json").read_text())
     assert final["env_steps"] >= steps
     _, meta = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
@@ -178,7 +189,7 @@ def test_a_process_killed_while_writing_a_checkpoint_leaves_the_previous_one_int
     assert json.loads((run / "eval.json").read_text())["env_steps"] >= 3500
 
 
-# The default-suite cases, killed -9 early and resumed, at their learning tests' budgets and returns:
+# Every topology off Ray, killed -9 early and resumed, at its learning test's budget and return:
 # (id, algo, env, extra CLI args, steps, checkpoint_every, return the resumed run's evaluation must reach, the learning test)
 LEARNING = [
     ("local-ppo", "ppo", "CartPole-v1", [], 50_000, 5_000, 475.0,
@@ -190,6 +201,19 @@ LEARNING = [
     # AlphaZero's bar is a match: no loss in 100 games against a perfect minimax player
     ("alphazero", "alphazero", "tictactoe", ["eval_games=0"], 20_000, 2_000, None,
      "tests/learning/test_alphazero.py::test_tictactoe_never_loses_to_minimax"),
+    # The others at their learning tests' in-process settings (SEED's: threaded, as in-process SEED runs inference
+    # per request); each stops early once an evaluation reaches target_return, as its learning test does
+    ("seed", "impala", "CartPole-v1", ["--topology", "seed", "--backend", "threaded", "--num-actors", "4",
+                                       "lr_schedule=linear", "eval_every=20000", "target_return=475"], 300_000, 5_000,
+     400.0, "tests/topologies/test_seed.py::test_seed_learns_cartpole[threaded]"),
+    ("a3c", "a3c", "CartPole-v1", ["--num-actors", "4", "eval_every=20000", "target_return=475"], 300_000, 5_000, 400.0,
+     "tests/topologies/test_a3c.py::test_a3c_learns_cartpole[inprocess]"),
+    ("ga3c", "ga3c", "CartPole-v1", ["--num-actors", "4", "eval_every=20000", "target_return=475"], 300_000, 5_000, 400.0,
+     "tests/topologies/test_ga3c.py::test_ga3c_learns_cartpole[inprocess]"),
+    ("gorila", "gorila", "CartPole-v1", ["eval_every=10000", "target_return=475"], 100_000, 4_000, 400.0,
+     "tests/topologies/test_gorila.py::test_gorila_learns_cartpole[inprocess]"),
+    ("dppo", "dppo", "CartPole-v1", ["eval_every=10000", "target_return=475"], 100_000, 4_000, 400.0,
+     "tests/topologies/test_dppo.py::test_dppo_learns_cartpole[inprocess]"),
 ]
 
 
@@ -199,15 +223,13 @@ LEARNING = [
 def test_a_run_killed_minus_9_and_resumed_still_reaches_its_learning_return(tmp_path, name, algo, env, extra, steps, every,
                                                                              bar, learning_test):
     """Killed once its second checkpoint is written (at a fifth of the run or so), the resumed run learns as well as
-    an uninterrupted one: the return ``learning_test`` asks for, at the same step budget."""
+    an uninterrupted one: the return ``learning_test`` asks for, at the same step budget. It went on from its newest
+    checkpoint with less than one checkpoint interval (plus one iteration) of env steps lost, as in the test above."""
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "shoal.cli", "train", algo, "--env", env, "--steps", str(steps), "--run-dir", str(run),
            "--quiet", *extra, f"checkpoint_every={every}"]
-    ckpt_step, _, _ = _train_until_killed(cmd, run, checkpoints=2, cwd=tmp_path, timeout=300)
+    ckpt_step = _kill_and_resume(cmd, run, every, cwd=tmp_path, kill_timeout=300, resume_timeout=540)
     assert ckpt_step <= 0.3 * steps, ckpt_step  # killed early: most of the learning happens after the resume
-    p = subprocess.run([sys.executable, "-m", "shoal.cli", "train", "--resume", str(run), "--quiet"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=540)
-    assert p.returncode == 0, p.stderr[-2000:]
     if algo == "alphazero":
         from shoal.agents.alphazero.minimax import MinimaxPlayer
         from shoal.agents.alphazero.player import match

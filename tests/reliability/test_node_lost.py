@@ -322,3 +322,40 @@ def test_a_gpu_learner_is_not_pinned_to_a_driver_node_without_gpus():
             assert backend._affinity(actor=False, num_gpus=1).soft is False
     finally:
         backend.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(60)
+def test_learner_ranks_go_to_the_drivers_node_when_actors_are_placed_by_resource(monkeypatch):
+    """The ranks of a learner group (``num_learners > 1``) are not restarted: with ``actor_resource`` their placement
+    group's bundles select the driver's node by its node-id label, as a single learner's hard affinity does."""
+    import importlib
+
+    import ray
+
+    from shoal.backends.ray import RayBackend
+    from shoal.topologies.impala import QueueNode
+
+    pg = importlib.import_module("ray.util.placement_group")  # the module (ray.util.placement_group is the function)
+    asked: list[dict] = []
+    real = pg.placement_group
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pg, "placement_group", recording)
+    here = ray.get_runtime_context().get_node_id()
+    backend = RayBackend(actor_resource="shoal_no_such_resource")
+    try:
+        ranks = backend.spawn_group(QueueNode, [(4,), (4,)], num_cpus=0.01, timeout_s=30)
+        assert asked[-1]["bundle_label_selector"] == [{"ray.io/node-id": here}] * 2
+        assert backend.get([r.call("size") for r in ranks]) == [0, 0]  # placed (the label is the node's own)
+        table = pg.placement_group_table(backend._placement_groups[-1])
+        assert set(table["bundles_to_node_id"].values()) == {here}
+        # ranks asking for more GPUs than the driver's node has may go anywhere but the actors' node; with no node
+        # that has the resource there is no such node to avoid
+        gpus = sum(float(n.get("Resources", {}).get("GPU", 0.0)) for n in ray.nodes() if n.get("NodeID") == here)
+        assert backend._group_selector(gpus + 1) == {}
+    finally:
+        backend.shutdown()

@@ -584,3 +584,87 @@ def test_the_recurrent_ppo_learner_skips_a_nonfinite_reward_rollout_leaving_ever
     after = _float_tensors(learner.learner.state())
     assert m[SKIPPED_METRIC] >= 1 and learner.learner.version == 0
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _alphazero_learner() -> Any:
+    spec = registry.get("alphazero")
+    cfg = build(spec.config_cls(), {"batch_size": 8, "min_replay": 8, "channels": 8, "blocks": 1})
+    builder = spec.builder_cls()(cfg, "tictactoe", total_steps=100, seed=0)
+    return builder.make_learner(builder.make_networks(), 0)
+
+
+def _make_learner(algo: str) -> Any:
+    return _alphazero_learner() if algo == "alphazero" else LearnerNode(_ctx(algo)).learner
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("algo", LEARNING_ALGOS + ["pref_sac", "pref_ppo", "alphazero"])
+def test_every_learners_skipped_update_counts_survive_a_checkpoint_and_resume(tmp_path, algo):
+    """``nonfinite_updates`` goes on from where it was after a resume: every guard's counters travel in the
+    learner's state, through the checkpoint's JSON (no pickle), into a new learner."""
+    from shoal.io.checkpoint import load_checkpoint, save_checkpoint
+
+    learner = _make_learner(algo)
+    guards = guards_of(learner)
+    assert guards
+    for i, g in enumerate(guards):
+        g.skipped, g.updates = 3 + i, 10 + i
+    tree, _ = load_checkpoint(save_checkpoint(tmp_path / "ckpt", {"learner": learner.state()}))
+    resumed = _make_learner(algo)
+    resumed.load_state(tree["learner"])
+    assert [(g.skipped, g.updates) for g in guards_of(resumed)] == [(3 + i, 10 + i) for i in range(len(guards))]
+    assert guards_of(resumed)[0].metrics() == {SKIPPED_METRIC: 3.0}
+
+
+@pytest.mark.timeout(60)
+def test_a_checkpoint_saved_without_the_guard_counters_loads_with_them_at_zero(tmp_path):
+    """Checkpoints from before the counters were saved still load: the counters start at 0."""
+    from shoal.core.nonfinite import STATE_KEY
+    from shoal.io.checkpoint import load_checkpoint, save_checkpoint
+
+    learner = LearnerNode(_ctx("dqn")).learner
+    learner.guard.skipped = 5
+    old = {k: v for k, v in learner.state().items() if k != STATE_KEY}
+    tree, _ = load_checkpoint(save_checkpoint(tmp_path / "old", {"learner": old}))
+    resumed = LearnerNode(_ctx("dqn")).learner
+    resumed.load_state(tree["learner"])
+    assert resumed.guard.skipped == 0 and resumed.guard.metrics() == {SKIPPED_METRIC: 0.0}
+
+
+def test_a_learner_that_extends_another_restores_the_counters_its_checkpoint_holds():
+    """The counters are one mechanism of :class:`Learner`: a subclass whose state and load_state call super's
+    (Dyna-Q on the tabular learner) saves and restores them once, with the saved values winning."""
+    from shoal.agents.tabular.config import DynaQConfig
+    from shoal.agents.tabular.dyna import DynaQLearner
+    from shoal.agents.tabular.networks import QTable
+
+    def make() -> DynaQLearner:
+        cfg = DynaQConfig()
+        return DynaQLearner(QTable(4, 2, cfg.q_init), cfg, total_steps=100, seed=0)
+
+    learner = make()
+    learner.step(_tabular_batch(reward=float("nan")))  # one transition, skipped
+    assert learner.guard.skipped == 1
+    resumed = make()
+    resumed.load_state(learner.state())
+    m = resumed.step(_tabular_batch(reward=float("nan")))
+    assert resumed.guard.skipped == 2 and m == {SKIPPED_METRIC: 2.0}
+
+
+def _tabular_batch(reward: float, n: int = 1) -> dict[str, np.ndarray]:
+    """``n`` transitions (state 0, action 0) -> state 1 with ``reward``, as the tabular actor hands them over."""
+    zeros = np.zeros((n, 1), np.int64)
+    return {"s": zeros, "a": zeros, "r": np.full((n, 1), reward), "s2": zeros + 1, "a2": zeros,
+            "terminated": np.zeros((n, 1), bool), "truncated": np.zeros((n, 1), bool), "first": np.zeros((n, 1), bool)}
+
+
+@pytest.mark.parametrize("algo", ["q_learning", "sarsa", "sarsa_lambda", "dyna_q"])
+def test_a_tabular_step_whose_transitions_were_all_skipped_keeps_its_parameter_version(algo):
+    learner = LearnerNode(_ctx(algo)).learner
+    q = learner.q.copy()
+    m = learner.step([_tabular_batch(float("nan"), 3), _tabular_batch(float("inf"), 2)])
+    assert learner.version == 0 and np.array_equal(learner.q, q)
+    assert m == {SKIPPED_METRIC: 5.0}  # a skipped update reports the count only
+    assert learner.env_steps == 5  # the transitions happened: the schedules' clock moves
+    m = learner.step([_tabular_batch(float("nan"), 1), _tabular_batch(1.0, 1)])
+    assert learner.version == 1 and m[SKIPPED_METRIC] == 6.0 and m["td_error_abs"] > 0

@@ -178,9 +178,12 @@ def test_dppo_runs_on_ray(tmp_path):
     assert "rounds" in header and r.eval["episodes"] == 2
 
 
-@pytest.mark.slow
+# The slow set learns this on Ray here, and on a local backend with the same budget and bar in
+# tests/reliability/test_killed_training.py (killed -9 and resumed); the extended set runs the rest.
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", ["ray", "inprocess", "threaded"])
+@pytest.mark.parametrize("backend", [pytest.param("ray", marks=[pytest.mark.slow, pytest.mark.ray]),
+                                     pytest.param("inprocess", marks=pytest.mark.extended),
+                                     pytest.param("threaded", marks=pytest.mark.extended)])
 def test_dppo_learns_cartpole(tmp_path, backend):
     """``shoal train dppo --env CartPole-v1 --backend BACKEND`` with the shipped defaults (4 workers)."""
     r = shoal.train("dppo", "CartPole-v1", seed=0, run_dir=tmp_path / "run", backend=backend, quiet=True,

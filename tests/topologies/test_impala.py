@@ -106,9 +106,9 @@ def test_impala_trains_through_the_api_with_checkpoints_and_eval(tmp_path):
     assert "env_steps" in header and "learner_env_steps" in header and "policy_lag" in header
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("algo", ["impala", "appo"])
+@pytest.mark.parametrize("algo", [pytest.param("impala", marks=pytest.mark.slow),
+                                  pytest.param("appo", marks=pytest.mark.extended)])  # APPO's threshold: on Ray
 def test_impala_learns_cartpole_inprocess(tmp_path, algo):
     r = shoal.train(algo, "CartPole-v1", steps=300_000, seed=0, run_dir=tmp_path / "run", num_actors=4, quiet=True,
                     tensorboard=False, overrides={"eval_every": 20_000, "target_return": 475})
@@ -169,7 +169,7 @@ def test_waiting_for_room_in_a_full_queue_is_backpressure_not_idle_time(small_ct
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("algo", ["impala", pytest.param("ga3c", marks=pytest.mark.slow)])  # ga3c: 30 s more, same path
+@pytest.mark.parametrize("algo", ["impala", pytest.param("ga3c", marks=pytest.mark.extended)])  # ga3c: 30 s more, same path
 def test_on_a_private_ray_instance_every_node_is_scheduled(tmp_path, algo):
     """shoal starts its own Ray (a fresh process): one actor and the service nodes all get placed."""
     import subprocess

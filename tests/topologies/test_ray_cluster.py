@@ -68,6 +68,7 @@ def _stop_cluster(temp: str) -> None:
 
 
 @pytest.mark.slow  # starts and stops a cluster of its own: 45 s here
+@pytest.mark.timeout(300)
 def test_train_through_user_started_cluster(tmp_path, ray_cluster):
     address, env = ray_cluster
     token_file = os.path.join(env["HOME"], ".ray", "auth_token")

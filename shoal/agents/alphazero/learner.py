@@ -10,12 +10,13 @@ import torch
 from shoal.agents.alphazero.config import AlphaZeroConfig
 from shoal.agents.alphazero.loss import alphazero_loss
 from shoal.agents.alphazero.networks import PolicyValueNet
+from shoal.core.interfaces import Learner
 from shoal.core.nonfinite import NonFiniteGuard, parameter_groups
 from shoal.data.table import ReplayTable
 from shoal.nets.optim import Adam, load_optimizer_state, optimizer_state
 
 
-class AlphaZeroLearner:
+class AlphaZeroLearner(Learner):
     """Samples ``batch_size`` positions, minimises CE + value MSE + L2 with Adam; ``replay_ratio`` paces the updates."""
 
     def __init__(self, net: PolicyValueNet, cfg: AlphaZeroConfig, seed: int) -> None:
@@ -44,8 +45,8 @@ class AlphaZeroLearner:
         owed = int(self.positions * self.cfg.replay_ratio / self.cfg.batch_size)
         return max(0, owed - self.updates)
 
-    def step(self) -> dict[str, float]:
-        """One gradient step on a uniform sample of replay."""
+    def step(self, data: Any = None) -> dict[str, float]:
+        """One gradient step on a uniform sample of replay (``data`` is unused: positions come through :meth:`insert`)."""
         items, _, _ = self.table.sample(self.cfg.batch_size, timeout=0)
         self.net.train()
         # Batch-norm statistics move in the forward pass: kept, to be put back if the update is skipped.

@@ -5,7 +5,8 @@ The same losses as :class:`~shoal.agents.continuous.learner.SACLearner`'s autogr
 temperature loss; one set of gradients per step), with every gradient derived by hand and
 written straight into the networks' flat gradient buffers. No autograd graph is built,
 and the large intermediate tensors live in a :class:`~shoal.agents.continuous.fused.Workspace`
-reused from step to step. Tested against plain autograd of the same losses, gradient by
+reused from step to step, except those of the products that run in oneDNN
+(:data:`~shoal.agents.continuous.fused.ONEDNN`). Tested against plain autograd of the same losses, gradient by
 gradient (including where the log-std clamp is active).
 
 The policy's gradient, for ``u = mean + exp(log_std) * noise``, ``a = tanh(u)`` and

@@ -9,7 +9,9 @@ fitted by likelihood or by regression of ``tanh(mean)``; the greedy action is ``
 Every ``validate_every`` updates the loss on the validation episodes is measured; the
 weights with the lowest one are kept, and after ``patience`` checks without a better one
 the learner stops (its later steps do nothing and report ``converged = 1``) with those
-weights restored.
+weights restored. When the run's budget (``total_steps`` updates) ends first, its last
+update runs one more check and restores the best weights too, so a run ends with the
+validation-best weights either way.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class BCLearner(Learner):
     """Behaviour cloning on ``train`` items (``obs``, ``action``), early stopping on ``val``."""
 
     def __init__(self, net: nn.Module, cfg: BCConfig, train: dict[str, np.ndarray], val: dict[str, np.ndarray] | None,
-                 seed: int, device: str = "cpu") -> None:
+                 seed: int, device: str = "cpu", total_steps: int = 0) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device)
         self.cfg = cfg
@@ -44,6 +46,8 @@ class BCLearner(Learner):
                                              for k in ("obs", "action")}
         self.gen = torch.Generator().manual_seed(seed)
         self.steps = 0
+        self.total_steps = int(total_steps)
+        """The run's budget of updates (0: unknown); its last update restores the best weights."""
         self.best_loss = float("inf")
         self.best_step = 0
         self.bad_checks = 0
@@ -83,7 +87,8 @@ class BCLearner(Learner):
         self.opt.step()
         self.steps += 1
         metrics = {"loss": float(loss.detach()), "converged": 0.0}
-        if self.val is not None and self.steps % cfg.validate_every == 0:
+        last = self.total_steps > 0 and self.steps >= self.total_steps
+        if self.val is not None and (self.steps % cfg.validate_every == 0 or last):
             val = self.validation_loss()
             self._val_loss = val
             if val < self.best_loss - cfg.min_delta:
@@ -95,6 +100,10 @@ class BCLearner(Learner):
                     self._restore_best()
                     self.converged = True
                     metrics["converged"] = 1.0
+            if last and not self.converged:  # the budget ends before early stopping: keep the best, not the last
+                self._restore_best()
+                self.converged = True
+                metrics["converged"] = 1.0
         if self.val is not None and np.isfinite(self.best_loss):  # the latest check's, repeated until the next one
             metrics["val_loss"], metrics["best_val_loss"] = self._val_loss, self.best_loss
         self._last = {k: v for k, v in metrics.items() if k != "converged"}

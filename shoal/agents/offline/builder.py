@@ -146,7 +146,8 @@ class OfflineBuilder(Builder):
         seed = derive_seed(self.seed, "learner")
         if isinstance(c, BCConfig):
             train, val = self.dataset()
-            return BCLearner(networks, c, train.items(0.0), None if val is None else val.items(0.0), seed, self.device)
+            return BCLearner(networks, c, train.items(0.0), None if val is None else val.items(0.0), seed, self.device,
+                             self.total_steps)
         assert isinstance(c, CQLConfig)
         table = tables["dataset"]
         alpha = c.alpha_for(self.discrete)
@@ -155,7 +156,8 @@ class OfflineBuilder(Builder):
             return CQLDQNLearner(networks, self.dqn_config(), table, self.total_steps, alpha, self.device)
         assert isinstance(networks, ContinuousNetworks)
         return CQLSACLearner(networks, self.sac_config(), table, self.total_steps, seed, alpha, c.num_sampled_actions,
-                             c.lagrange, c.target_action_gap, c.alpha_lr, self.device)
+                             c.lagrange, c.target_action_gap, c.alpha_lr, self.device,
+                             c.importance_sample, c.bc_steps)
 
 
 class OfflineDQNBuilder(OfflineBuilder):

@@ -92,6 +92,10 @@ class CQLConfig(OfflineConfig):
     """Continuous: Polyak rate of the target critics."""
     num_sampled_actions: int = 10
     """Continuous: actions drawn per state from each proposal (uniform, pi(.|s), pi(.|s')) for the logsumexp."""
+    importance_sample: bool = True
+    """Continuous: weight each sampled action by its proposal's density in the logsumexp (false: plain logsumexp)."""
+    bc_steps: int = 0
+    """Continuous: updates whose policy step is behaviour cloning, as the authors' policy_eval_start (critics learn as always)."""
     lagrange: bool = False
     """Continuous: tune the regulariser's weight by dual descent so the gap tracks target_action_gap."""
     target_action_gap: float = 10.0
@@ -102,6 +106,7 @@ class CQLConfig(OfflineConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.cql_alpha is None or self.cql_alpha >= 0, f"cql_alpha must be >= 0, got {self.cql_alpha}")
+        require(self.bc_steps >= 0, f"bc_steps must be >= 0, got {self.bc_steps}")
         positive(self, "lr", "target_update_interval", "actor_lr", "critic_lr", "alpha_lr", "num_sampled_actions")
         require(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
 

@@ -31,7 +31,13 @@ from shoal.agents.continuous.networks import ContinuousNetworks
 from shoal.agents.dqn.config import DQNConfig
 from shoal.agents.dqn.learner import DQNLearner
 from shoal.agents.dqn.networks import QNetwork
-from shoal.agents.offline.loss import cql_continuous_regulariser, cql_discrete_regulariser, cql_importance_logsumexp
+from shoal.agents.offline.loss import (
+    bc_nll_loss,
+    cql_continuous_regulariser,
+    cql_discrete_regulariser,
+    cql_importance_logsumexp,
+    cql_plain_logsumexp,
+)
 from shoal.core.device import randn
 from shoal.core.interfaces import Table
 from shoal.nets.optim import Adam, FlatParams, load_optimizer_state, optimizer_state
@@ -69,11 +75,14 @@ class CQLSACLearner(SACLearner):
 
     def __init__(self, net: ContinuousNetworks, cfg: SACConfig, table: Table, total_steps: int, seed: int,
                  cql_alpha: float, num_sampled_actions: int, lagrange: bool = False, target_action_gap: float = 10.0,
-                 lagrange_lr: float = 3e-4, device: str = "cpu") -> None:
+                 lagrange_lr: float = 3e-4, device: str = "cpu", importance_sample: bool = True,
+                 bc_steps: int = 0) -> None:
         super().__init__(net, cfg, table, total_steps, seed, device)
         self.fused = None  # the hand-written SAC gradients know nothing of the extra term
         self.cql_alpha, self.num_sampled = float(cql_alpha), int(num_sampled_actions)
         self.lagrange, self.target_action_gap = lagrange, float(target_action_gap)
+        self.importance_sample = bool(importance_sample)
+        self.bc_steps = int(bc_steps)
         self.log_alpha_prime = nn.Parameter(torch.zeros((), device=self.device))
         self.alpha_prime = FlatParams([self.log_alpha_prime])
         self.alpha_prime_opt = Adam(self.alpha_prime.parameters(), lagrange_lr)
@@ -91,6 +100,8 @@ class CQLSACLearner(SACLearner):
         # One critic call for the 3 proposals, all at s: uniform, pi(.|s) and pi(.|s').
         q = net.critic(torch.cat([obs_rep, obs_rep, obs_rep]), torch.cat([uniform, action[:b * n], action[b * n:]]))
         q = q.reshape(q.shape[0], 3, b, n)
+        if not self.importance_sample:
+            return cql_plain_logsumexp(q[:, 0], q[:, 1], q[:, 2])
         log_pi = log_pi.reshape(2, b, n)
         return cql_importance_logsumexp(q[:, 0], q[:, 1], log_pi[0], q[:, 2], log_pi[1], d)
 
@@ -98,6 +109,14 @@ class CQLSACLearner(SACLearner):
                             weights: torch.Tensor | None, alpha: torch.Tensor, policy_step: bool
                             ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         metrics, td = super()._autograd_gradients(obs, next_obs, batch, weights, alpha, policy_step)
+        if policy_step and self.steps < self.bc_steps:
+            # The authors' warm start (policy_eval_start): the policy's SAC gradient is replaced by
+            # that of ``alpha * log pi(a|s) - log pi(a_data|s)``; the critics learn as always.
+            self.policy.zero_grad()
+            mean, log_std = self.net.policy(obs)
+            _, log_pi = tanh_gaussian_sample(mean, log_std, randn(mean.shape, self.gen, mean.device))
+            (alpha * log_pi.mean() + bc_nll_loss(mean, log_std, batch["action"])).backward()
+            metrics["loss_bc"] = bc_nll_loss(mean.detach(), log_std.detach(), batch["action"])
         if self.cql_alpha == 0.0:
             return metrics, td
         # The SAC losses' gradients are in .grad; the CQL term's are added by a second backward pass.

@@ -70,6 +70,18 @@ def cql_importance_logsumexp(q_uniform: torch.Tensor, q_current: torch.Tensor, l
     return torch.logsumexp(torch.cat([uniform, nxt, current], dim=-1), dim=-1)
 
 
+def cql_plain_logsumexp(q_uniform: torch.Tensor, q_current: torch.Tensor, q_next: torch.Tensor) -> torch.Tensor:
+    """``log sum_j exp Q(s, a_j)`` over the ``3N`` sampled actions with no density correction, per critic and state: ``[k, B]``.
+
+    The authors' code's ``cql_importance_sample=False`` form (there with ``Q(s, a_data)`` in the
+    sum too, left out here): every sample counts as much as any other, so ``Q`` is pushed down
+    where the policy's own actions are, however narrow the policy (an importance weight
+    ``1 / pi(a)`` all but ignores a policy that has collapsed onto a bound, where a tanh
+    density is huge).
+    """
+    return torch.logsumexp(torch.cat([q_uniform, q_next, q_current], dim=-1), dim=-1)
+
+
 def cql_continuous_regulariser(logsumexp_q: torch.Tensor, q_data: torch.Tensor) -> torch.Tensor:
     """CQL(H) gap per critic ``[k]``: ``mean_b logsumexp_q[i, b] - mean_b Q_i(s_b, a_b)``; inputs ``[k, B]``."""
     return logsumexp_q.mean(-1) - q_data.mean(-1)

@@ -89,7 +89,7 @@ class DynaQLearner(TabularLearner):
         alpha = schedule(cfg.alpha, cfg.alpha_final, self.env_steps / self.total_steps, cfg.alpha_schedule)
         kappa = cfg.kappa if cfg.plus else 0.0
         abs_td = plan_td = 0.0
-        n0 = self.env_steps
+        n0, applied = self.env_steps, 0
         for d in batches:
             if d is None or len(d["s"]) == 0:
                 continue
@@ -102,18 +102,21 @@ class DynaQLearner(TabularLearner):
                         self.guard.reject(f"TD target (reward {r[t][b]})", self.env_steps)
                         continue
                     abs_td += abs(delta)
+                    applied += 1
                     model.observe(s[t][b], a[t][b], r[t][b], s2[t][b], term[t][b], self.env_steps)
                     pairs = model.sample(self.rng, cfg.planning_steps, untried=cfg.plus)
                     plan_td += planning_updates(q, model, pairs, alpha, cfg.gamma, kappa, self.env_steps)
         n = self.env_steps - n0
         if n == 0:
             return {}
+        if applied == 0:  # every transition skipped: neither the table nor the model moved, nor does the version
+            return self.guard.metrics()
         self.version += 1
         eps = schedule(cfg.epsilon, cfg.epsilon_final, self.env_steps / self.total_steps, cfg.epsilon_schedule, cfg.epsilon_decay)
-        out = {"td_error_abs": abs_td / n, "alpha": alpha, "epsilon": eps, "model_pairs": float(model.num_pairs),
+        out = {"td_error_abs": abs_td / applied, "alpha": alpha, "epsilon": eps, "model_pairs": float(model.num_pairs),
                **self.guard.metrics()}
         if cfg.planning_steps:
-            out["planning_td_error_abs"] = plan_td / (n * cfg.planning_steps)
+            out["planning_td_error_abs"] = plan_td / (applied * cfg.planning_steps)
         return out
 
     def state(self) -> dict[str, Any]:

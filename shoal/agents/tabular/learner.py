@@ -47,7 +47,7 @@ class TabularLearner(Learner):
         cfg, q = self.cfg, self.q
         alpha = schedule(cfg.alpha, cfg.alpha_final, self.env_steps / self.total_steps, cfg.alpha_schedule)
         gamma = cfg.gamma
-        abs_td, n = 0.0, 0
+        abs_td, n, applied = 0.0, 0, 0
         for d in batches:
             if d is None or len(d["s"]) == 0:
                 continue
@@ -74,12 +74,15 @@ class TabularLearner(Learner):
                         self.guard.reject(f"TD target (reward {r[t][b]})", self.env_steps + n)
                         continue
                     abs_td += abs(delta)
+                    applied += 1
         self.env_steps += n
         if n == 0:
             return {}
+        if applied == 0:  # every transition skipped: the table is as it was, so its version is too
+            return self.guard.metrics()
         self.version += 1
         eps = schedule(cfg.epsilon, cfg.epsilon_final, self.env_steps / self.total_steps, cfg.epsilon_schedule, cfg.epsilon_decay)
-        return {"td_error_abs": abs_td / n, "alpha": alpha, "epsilon": eps, **self.guard.metrics()}
+        return {"td_error_abs": abs_td / applied, "alpha": alpha, "epsilon": eps, **self.guard.metrics()}
 
     def state(self) -> dict[str, Any]:
         # Traces are not saved: a resumed run restarts its episodes, and traces reset at episode start.

@@ -21,6 +21,7 @@ from torch import nn
 from torch.distributions import Normal
 from torch.distributions.transforms import TanhTransform
 
+from shoal.agents.continuous import fused as passes
 from shoal.agents.continuous import networks
 from shoal.agents.continuous.builder import ContinuousBuilder
 from shoal.agents.continuous.config import SACConfig
@@ -32,6 +33,56 @@ from shoal.nets.heads import LOG_STD_MAX, LOG_STD_MIN
 
 B = 32
 RTOL = 1e-5  # relative error allowed between the float32 gradients and the float64 reference
+
+
+@pytest.fixture(params=[pytest.param((False, 0), id="torch"), pytest.param((True, 1), id="onednn-all"),
+                        pytest.param((True, 1500), id="onednn-large")])
+def matmuls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The passes' products in torch's kernels, all in oneDNN (asserted to have run), or only those of at
+    least 1500 MACs (at ``B=32`` mostly the hidden-to-hidden ones: mixed as at 256 units and batch 256)."""
+    on, min_macs = request.param
+    if on and passes._LINEAR is None:
+        pytest.skip("this torch build has no oneDNN linear")
+    calls = []
+    linear = passes._LINEAR
+
+    def counted(*args: Any) -> torch.Tensor:
+        calls.append(1)
+        return linear(*args)
+    monkeypatch.setattr(passes, "ONEDNN", on)
+    monkeypatch.setattr(passes, "ONEDNN_MIN_MACS", min_macs)
+    monkeypatch.setattr(passes, "_LINEAR", counted if on else linear)
+    yield
+    assert bool(calls) == on or min_macs > 1
+
+
+def test_onednn_takes_large_float32_cpu_products_outside_autograd_in_processes_that_retain_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if passes._LINEAR is None:
+        pytest.skip("this torch build has no oneDNN linear")
+    from shoal.core import memory
+
+    x = torch.zeros(1)
+    n = round(passes.ONEDNN_MIN_MACS ** (1 / 3))
+    with torch.no_grad():
+        monkeypatch.setattr(memory, "_RETAINED", False)
+        assert not passes.use_onednn(x, n, n, n)  # by default freed blocks go back to the OS: fresh ones cost faults
+        monkeypatch.setattr(memory, "_RETAINED", True)
+        assert passes.use_onednn(x, n, n, n)
+        assert not passes.use_onednn(x, n, n, n - 1)  # too small
+        assert not passes.use_onednn(x.double(), n, n, n)
+        monkeypatch.setattr(passes, "ONEDNN", False)
+        assert not passes.use_onednn(x, n, n, n)
+        monkeypatch.setattr(passes, "ONEDNN", True)
+        monkeypatch.setattr(memory, "_RETAINED", False)
+        assert passes.use_onednn(x, n, n, n)
+    assert not passes.use_onednn(x, n, n, n)  # autograd on: oneDNN's linear has no derivative here
+    w, b = torch.randn(5, 3), torch.randn(5)
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        assert torch.allclose(passes.matmul_nt(x, w, b, relu=True), torch.relu(x @ w.t() + b), atol=1e-6)
+        y = torch.randn(4, 5)
+        assert torch.allclose(passes.matmul_nt(x.t(), y.t()), x.t() @ y, atol=1e-6)  # strided operands
 
 
 def _ensemble_params(dims: list[int], k: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -52,7 +103,7 @@ def _plain_ensemble(x: torch.Tensor, ps: list[torch.Tensor]) -> torch.Tensor:
 
 @pytest.mark.parametrize("dims,k", [([5, 8, 1], 2), ([5, 8, 7, 1], 3), ([5, 8, 6, 3], 1)])
 @pytest.mark.parametrize("grads", ["weights", "input", "both"])
-def test_ensemble_relu_mlp_matches_autograd_through_plain_layers(dims, k, grads) -> None:
+def test_ensemble_relu_mlp_matches_autograd_through_plain_layers(dims, k, grads, matmuls) -> None:
     gen = torch.Generator().manual_seed(0)
     ps = _ensemble_params(dims, k, gen)
     x = torch.randn(B, dims[0], generator=gen)
@@ -73,7 +124,7 @@ def test_ensemble_relu_mlp_matches_autograd_through_plain_layers(dims, k, grads)
 
 
 @pytest.mark.parametrize("dims", [[3, 8, 2], [3, 8, 8, 4]])
-def test_relu_mlp_matches_autograd_through_nn_linear(dims) -> None:
+def test_relu_mlp_matches_autograd_through_nn_linear(dims, matmuls) -> None:
     torch.manual_seed(0)
     layers = [torch.nn.Linear(i, o) for i, o in zip(dims[:-1], dims[1:])]
     params = [t for lin in layers for t in (lin.weight, lin.bias)]
@@ -117,7 +168,7 @@ def _items(n: int) -> dict[str, np.ndarray]:
     {"num_critics": 1, "hidden": (8, 8, 8), "autotune": False},
     {"num_critics": 3, "prioritized": True, "policy_delay": 2, "max_grad_norm": 0.5},
 ])
-def test_fused_sac_step_matches_the_autograd_path(overrides) -> None:
+def test_fused_sac_step_matches_the_autograd_path(overrides, matmuls) -> None:
     cfg = SACConfig(**{"hidden": (16, 16), "batch_size": B, "actor_lr": 3e-3, "critic_lr": 2e-3, "alpha_lr": 1e-2,
                        "tau": 0.1, **overrides})
     runs = []
@@ -344,7 +395,7 @@ SHIFTS = [pytest.param(0.0, id="unclamped"), pytest.param(2.0, id="clamp-max"), 
 
 @pytest.mark.parametrize("log_std_shift", SHIFTS)
 @pytest.mark.parametrize("overrides,weighted", SAC_CASES)
-def test_fused_sac_gradients_equal_plain_autograd_of_the_sac_losses(overrides, weighted, log_std_shift) -> None:
+def test_fused_sac_gradients_equal_plain_autograd_of_the_sac_losses(overrides, weighted, log_std_shift, matmuls) -> None:
     cfg = SACConfig(**{"hidden": (16, 16), "batch_size": B, **overrides})
     net = _sac_networks(cfg, log_std_shift)
     learner = ContinuousBuilder(cfg, SPEC, total_steps=1000, seed=3).make_learner(net, {"replay": None})

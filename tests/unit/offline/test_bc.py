@@ -20,10 +20,11 @@ def _data(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"obs": obs, "action": (obs[:, 2] > 0).astype(np.int64)}  # a rule a network can learn
 
 
-def _learner(**cfg: object) -> BCLearner:
+def _learner(total_steps: int = 0, **cfg: object) -> BCLearner:
     torch.manual_seed(0)
     c = BCConfig(**{"batch_size": 16, "hidden": (16,), "validation": 0.5, **cfg})  # type: ignore[arg-type]
-    return BCLearner(QNetwork(env_spec("CartPole-v1"), c.hidden), c, _data(64, 0), _data(32, 1), seed=3)
+    return BCLearner(QNetwork(env_spec("CartPole-v1"), c.hidden), c, _data(64, 0), _data(32, 1), seed=3,
+                     total_steps=total_steps)
 
 
 def _weights(learner: BCLearner) -> dict[str, torch.Tensor]:
@@ -44,6 +45,24 @@ def test_early_stopping_restores_the_best_weights_and_then_holds_them() -> None:
     later = bc.step()
     assert later["converged"] == 1.0 and bc.steps == 3
     assert all(torch.equal(best[k], v) for k, v in bc.net.state_dict().items())
+
+
+def test_a_budget_that_ends_before_early_stopping_ends_on_the_best_weights_not_the_last() -> None:
+    # Only update 1's check counts as better (min_delta is huge); patience 100 never stops early, the budget of 4 does.
+    bc = _learner(total_steps=4, validate_every=1, patience=100, min_delta=1e9)
+    bc.step()
+    best = _weights(bc)
+    for _ in range(2):
+        assert bc.step()["converged"] == 0.0
+    assert any(not torch.equal(best[k], v) for k, v in bc.net.state_dict().items())  # the weights moved on
+    last = bc.step()  # update 4, the budget's last
+    assert last["converged"] == 1.0 and bc.steps == 4 and bc.best_step == 1
+    assert all(torch.equal(best[k], v) for k, v in bc.net.state_dict().items())  # update 1's weights, restored
+    # The last update runs its own check even off the validate_every grid.
+    off_grid = _learner(total_steps=3, validate_every=2, patience=0)
+    for _ in range(3):
+        off_grid.step()
+    assert off_grid.converged and off_grid.best_step in (2, 3)
 
 
 def test_state_round_trips_through_a_checkpoint_and_training_continues_identically(tmp_path: Path) -> None:

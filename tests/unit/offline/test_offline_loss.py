@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from shoal.agents.continuous.config import SACConfig
+from shoal.agents.continuous.distributions import tanh_gaussian_sample
 from shoal.agents.continuous.networks import ContinuousNetworks
 from shoal.agents.dqn.config import DQNConfig
 from shoal.agents.dqn.networks import QNetwork
@@ -21,6 +23,7 @@ from shoal.agents.offline.loss import (
     cql_continuous_regulariser,
     cql_discrete_regulariser,
     cql_importance_logsumexp,
+    cql_plain_logsumexp,
 )
 from shoal.core.types import EnvSpec
 from shoal.data import ReplayTable
@@ -98,6 +101,15 @@ def test_cql_importance_logsumexp_matches_the_slow_loop() -> None:
     np.testing.assert_allclose(fast.numpy(), slow, rtol=1e-12)
 
 
+def test_cql_plain_logsumexp_by_hand() -> None:
+    # One critic, one state, N = 1 per proposal: log(e^0 + e^1 + e^2), no density terms.
+    qu, qc, qn = torch.tensor([[[0.0]]]), torch.tensor([[[1.0]]]), torch.tensor([[[2.0]]])
+    assert cql_plain_logsumexp(qu, qc, qn).item() == pytest.approx(math.log(1 + math.e + math.e ** 2))
+    g = torch.Generator().manual_seed(4)
+    qu, qc, qn = (torch.randn(2, 3, 5, generator=g) for _ in range(3))
+    assert cql_plain_logsumexp(qu, qc, qn).shape == (2, 3)
+
+
 def test_cql_continuous_regulariser_is_the_gap_per_critic() -> None:
     lse = torch.tensor([[3.0, 5.0], [1.0, 2.0]])
     q = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
@@ -142,7 +154,7 @@ def test_naive_offline_dqn_is_cql_with_weight_zero() -> None:
         assert torch.equal(a, b)
 
 
-def _sac_learner(alpha: float, lagrange: bool = False, corner: bool = False) -> CQLSACLearner:
+def _sac_learner(alpha: float, lagrange: bool = False, corner: bool = False, **kw: Any) -> CQLSACLearner:
     torch.manual_seed(0)
     spec = EnvSpec("toy", (3,), np.dtype(np.float32), False, 2, np.array([-2.0, -1.0]), np.array([2.0, 1.0]))
     net = ContinuousNetworks(spec, (16,), "relu", 2, True, False)
@@ -153,7 +165,44 @@ def _sac_learner(alpha: float, lagrange: bool = False, corner: bool = False) -> 
                   "action": (np.full((64, 2), 0.8) if corner else rng.uniform(-1, 1, (64, 2))).astype(np.float32),
                   "reward": rng.standard_normal(64).astype(np.float32), "discount": np.full(64, 0.99, np.float32),
                   "next_obs": rng.standard_normal((64, 3)).astype(np.float32)})
-    return CQLSACLearner(net, cfg, table, 100, 0, alpha, 4, lagrange=lagrange)
+    return CQLSACLearner(net, cfg, table, 100, 0, alpha, 4, lagrange=lagrange, **kw)
+
+
+def test_cql_sac_bc_warm_start_moves_the_policy_to_the_data_and_then_hands_over() -> None:
+    """During bc_steps the policy's step is behaviour cloning (towards the data's action 0.8 in every state), then SAC's."""
+    warm, plain = _sac_learner(1.0, corner=True, bc_steps=150), _sac_learner(1.0, corner=True)
+    for _ in range(150):
+        warm.step()
+        plain.step()
+    obs = torch.from_numpy(warm.table.sample(64)[0]["obs"])
+    with torch.no_grad():
+        gaps = [float((torch.tanh(lr.net.policy(obs)[0]) - 0.8).abs().mean()) for lr in (warm, plain)]
+    assert gaps[0] < 0.5 * gaps[1], gaps  # alpha = 1 keeps it wide, so tanh(mean) is pulled short of 0.8
+    warm.steps = 149  # the warm start's last update
+    assert "loss_bc" in warm._autograd_gradients(obs, obs, {"obs": obs, "action": torch.full((64, 2), 0.8),
+                                                            "reward": torch.zeros(64), "discount": torch.ones(64),
+                                                            "next_obs": obs}, None, torch.tensor(1.0), True)[0]
+    warm.steps = 150  # the warm start is over: the policy step is SAC's again
+    assert "loss_bc" not in warm._autograd_gradients(obs, obs, {"obs": obs, "action": torch.full((64, 2), 0.8),
+                                                                "reward": torch.zeros(64), "discount": torch.ones(64),
+                                                                "next_obs": obs}, None, torch.tensor(1.0), True)[0]
+
+
+def test_cql_sac_plain_logsumexp_is_used_without_importance_sampling() -> None:
+    cql = _sac_learner(1.0, importance_sample=False)
+    obs = torch.randn(5, 3)
+    cql.gen.manual_seed(7)
+    out = cql.cql_logsumexp(obs, obs)
+    cql.gen.manual_seed(7)
+    n, d = cql.num_sampled, 2
+    with torch.no_grad():
+        uniform = torch.rand((5 * n, d), generator=cql.gen) * 2.0 - 1.0
+        rep = obs.repeat_interleave(n, dim=0)
+        mean, log_std = cql.net.policy(torch.cat([rep, rep]))
+        act = tanh_gaussian_sample(mean, log_std, torch.randn(mean.shape, generator=cql.gen))[0]
+        q = cql.net.critic(torch.cat([rep, rep, rep]), torch.cat([uniform, act])).reshape(2, 3, 5, n)
+    ref = torch.logsumexp(q.permute(0, 2, 1, 3).reshape(2, 5, 3 * n), dim=-1)
+    torch.testing.assert_close(out.detach(), ref)
 
 
 def test_naive_offline_sac_is_cql_sac_with_weight_zero() -> None:
