@@ -18,8 +18,8 @@ def retain_freed_memory() -> bool:
     thresholds to 32 MB makes the heap reuse them. This changes the whole process's
     allocator, so only processes that are shoal's own call it: a learner node that owns its
     process (on Ray) and the ``shoal train`` CLI. A no-op returning False off glibc.
-    The continuous agents' ReLU passes send their large products to oneDNN only where this
-    took effect (:data:`shoal.agents.continuous.fused.ONEDNN`).
+    The continuous agents' large products run in oneDNN, which returns a fresh block for each:
+    here those are reused (:data:`shoal.agents.continuous.fused.ONEDNN`).
     """
     global _RETAINED
     if _RETAINED:
@@ -36,9 +36,4 @@ def retain_freed_memory() -> bool:
         _RETAINED = bool(libc.mallopt(m_mmap_threshold, limit)) and bool(libc.mallopt(m_trim_threshold, 2 * limit))
     except (OSError, AttributeError):
         _RETAINED = False
-    return _RETAINED
-
-
-def retained() -> bool:
-    """Whether :func:`retain_freed_memory` took effect in this process."""
     return _RETAINED

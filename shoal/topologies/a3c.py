@@ -125,7 +125,7 @@ class A3CWorkerNode(ActorNode):
 
     def work(self, num_rollouts: int) -> ActorReport:
         """``num_rollouts`` times: pull if newer, run a rollout, push its gradient."""
-        steps, returns, lengths, outcomes = 0, [], [], []
+        steps, returns, lengths, grad_norms = 0, [], [], []
         for _ in range(num_rollouts):
             ref = self.params.call("pull", self.version).result()
             if ref is not None:
@@ -134,13 +134,17 @@ class A3CWorkerNode(ActorNode):
                 self.version = snap.version
             report, rollout = self.run(self.T)
             grad, _ = self.local.compute_gradients(rollout)
-            outcomes.append(self.params.call("push", grad.numpy(), self.version, report.env_steps).result())
+            outcome = self.params.call("push", grad.numpy(), self.version, report.env_steps).result()
+            if "grad_norm" in outcome:
+                grad_norms.append(outcome["grad_norm"])
             steps += report.env_steps
             self.steps_done += report.env_steps
             returns += report.episode_returns
             lengths += report.episode_lengths
-        return ActorReport(steps, returns, lengths, data={"outcomes": outcomes, "env_restarts": float(self.env.take_restarts())},
-                           actor_id=self.actor_id)
+        # a summary of the pushes, not one entry each: the driver's report stays small however many there were
+        data = {"grad_norm_sum": float(sum(grad_norms)), "grad_norm_count": float(len(grad_norms)),
+                "env_restarts": float(self.env.take_restarts())}
+        return ActorReport(steps, returns, lengths, data=data, actor_id=self.actor_id)
 
 
 class A3CProgram(AsyncProgram):
@@ -175,9 +179,9 @@ class A3CProgram(AsyncProgram):
 
     def _report(self, reports: list[ActorReport], metrics: dict[str, float]) -> IterationReport:
         out = super()._report(reports, metrics)
-        grad_norms = [o["grad_norm"] for r in reports for o in r.data["outcomes"] if "grad_norm" in o]
-        if grad_norms:
-            out.metrics["grad_norm"] = float(np.mean(grad_norms))
+        count = sum(r.data["grad_norm_count"] for r in reports)
+        if count:
+            out.metrics["grad_norm"] = sum(r.data["grad_norm_sum"] for r in reports) / count
         return out
 
 

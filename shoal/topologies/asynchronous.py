@@ -153,6 +153,9 @@ class AsyncProgram(Program):
     def _cooperative_round(self) -> IterationReport:
         """One deterministic round on the cooperative in-process backend."""
 
+    def _actor_died(self, i: int) -> None:
+        """Actor ``i``'s process died inside a call (after :meth:`ActorRestarts.died` counted it)."""
+
     def _extra_metrics(self) -> dict[str, float]:
         """Metrics from other nodes, added to every report."""
         return {}
@@ -188,6 +191,7 @@ class AsyncProgram(Program):
                 if e.node != getattr(self.actors[i], "name", None):  # type: ignore[attr-defined]
                     raise not_restarted(e) from None  # a node it called died, not the actor itself
                 self.restarts.died(i, e)  # the backend restarts it; its next call goes to the new process
+                self._actor_died(i)
                 continue
             self.restarts.recovered(i)
             took = max(time.monotonic() - started, 1e-3)

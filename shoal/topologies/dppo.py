@@ -359,6 +359,10 @@ class DPPOProgram(AsyncProgram):
             r.data = {"outcomes": outcomes if j == 0 else []}
         return self._report(reports, {})
 
+    def _actor_died(self, i: int) -> None:
+        # it died inside its call and never left: rounds must not wait for it while it restarts
+        self.backend.get(self.learner.call("leave", i))
+
     def _extra_metrics(self) -> dict[str, float]:
         return self.backend.get(self.learner.call("metrics"))
 

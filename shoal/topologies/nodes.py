@@ -199,6 +199,7 @@ class RestartingEnv:
         self.hangs += hung
         name = _env_name(self.ctx.env)
         if self.restarts > self.ctx.max_restarts:
+            self._drop()  # hung worker processes are terminated, not left behind by the error
             verb = "hung" if self.hangs == self.restarts else "raised" if not self.hangs else "raised or hung"
             raise EnvError(f"{self.owner}: env {name} {verb} {self.restarts} times (last at step {self.steps}: "
                            f"{type(error).__name__}: {error}); fix the env, or allow more with "
@@ -252,6 +253,17 @@ class RestartingEnv:
 
 def _env_name(env: Any) -> str:
     return env if isinstance(env, str) else getattr(env, "__name__", type(env).__name__)
+
+
+def _reseed_generators(obj: Any, seed: int, depth: int = 2) -> None:
+    """Reseed every numpy and torch generator an actor holds (its own, and its policy's or engine's a level down)."""
+    for name, value in list(vars(obj).items()):
+        if isinstance(value, np.random.Generator):
+            setattr(obj, name, np.random.default_rng(derive_seed(seed, name)))
+        elif isinstance(value, torch.Generator):
+            value.manual_seed(derive_seed(seed, name))
+        elif depth > 1 and hasattr(value, "__dict__") and not isinstance(value, (nn.Module, torch.Tensor, type)):
+            _reseed_generators(value, derive_seed(seed, name), depth - 1)
 
 
 class ActorNode:
@@ -328,6 +340,7 @@ class ActorNode:
         seed = derive_seed(self.env_seed, "process", os.getpid())
         self.env.seed = seed  # envs made anew in this process draw their seeds from it, not the first process's
         self._new_episodes(self.env.reset(seed=seed))
+        _reseed_generators(self.actor, derive_seed(seed, "actor"))  # its exploration: not the first process's draws
 
     def state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"actor": self.actor.state()}

@@ -306,3 +306,40 @@ def test_envs_made_anew_after_a_process_restart_take_seeds_of_the_new_process(mo
         node.close()
     assert seeds[0] == derive_seed(11, "restart", 1) and seeds[1] != seeds[0]
     assert seeds[1] == derive_seed(derive_seed(11, "process", os.getpid()), "restart", 1)
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+def test_a_restarted_actor_node_explores_with_draws_of_its_own_process(algo):
+    """Ray rebuilds a restarted node from its first arguments: its exploration draws (numpy's for DQN, torch's
+    for PPO) must not repeat the first process's sequence."""
+    import numpy as np
+    import torch
+
+    from shoal.agents import registry
+    from shoal.config import to_dict
+    from shoal.envs import env_spec
+    from shoal.topologies.nodes import ActorNode, NodeContext
+
+    cfg = registry.get(algo).config_cls()(num_envs=1)
+    ctx = NodeContext(algo, to_dict(cfg), "CartPole-v1", env_spec("CartPole-v1"), 100, 0)
+    first, again = ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2), ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2)
+    try:
+        again.on_restart()
+
+        def draws(obj, depth=2):
+            """Four draws of every generator the actor holds (a level down too: a policy's or engine's)."""
+            out = []
+            for value in vars(obj).values():
+                if isinstance(value, np.random.Generator):
+                    out.append(value.random(4).tolist())
+                elif isinstance(value, torch.Generator):
+                    out.append(torch.rand(4, generator=value).tolist())
+                elif depth > 1 and hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, type)):
+                    out += draws(value, depth - 1)
+            return out
+        before, after = draws(first.actor), draws(again.actor)
+        assert before and len(before) == len(after)
+        assert all(a != b for a, b in zip(before, after))
+    finally:
+        first.close()
+        again.close()

@@ -10,7 +10,7 @@ With ReLU networks (the default), SAC computes those same gradients by hand
 (:mod:`~shoal.agents.continuous.sac_fused`), with no autograd graph and its large
 intermediates kept in a workspace from step to step (or, where its large products run in
 oneDNN, in the fresh blocks oneDNN returns, which a process that retains freed memory
-reuses). DDPG/TD3 run each network call as one autograd node
+reuses without page faults). DDPG/TD3 run each network call as one autograd node
 (:mod:`~shoal.agents.continuous.fused`): less bookkeeping than layer-by-layer autograd,
 but each call still allocates its intermediates and gradients afresh. Both give the same
 losses and updates as plain autograd.
