@@ -5,9 +5,11 @@ runs seed 0 of the multi-seed learning tests and one local backend plus Ray for 
 asynchronous topology. The tests marked ``extended`` hold the rest, with the same thresholds:
 two of three seeds for SAC, TD3, DDPG and both DQN variants, the other seeds of KL-penalty PPO,
 REINFORCE and one-step actor-critic, the threaded (or in-process) variants of A3C, GA3C,
-GORILA, DPPO and SEED, APPO in-process, recurrent A2C, PPO under ``torch.compile`` and GA3C on
-a private Ray instance. This script runs them and prints each test's outcome and duration, and
-the total; it exits non-zero if any failed.
+GORILA, DPPO and SEED, APPO in-process, recurrent A2C, PPO under ``torch.compile``, GA3C on
+a private Ray instance, and the uninterrupted Ray runs of local PPO, Ape-X, SEED, A3C, GORILA, DPPO
+and AlphaZero (the slow set kills those -9 and resumes them at the same budgets and bars). This
+script runs them and prints each test's outcome and duration, and the total; it exits non-zero
+if any failed.
 
     python benchmarks/extended_learning.py            # all of them (about an hour here)
     python benchmarks/extended_learning.py -k pendulum  # a subset, pytest's -k expression

@@ -178,10 +178,10 @@ def test_dppo_runs_on_ray(tmp_path):
     assert "rounds" in header and r.eval["episodes"] == 2
 
 
-# The slow set learns this on Ray here, and on a local backend with the same budget and bar in
-# tests/reliability/test_killed_training.py (killed -9 and resumed); the extended set runs the rest.
+# The slow set learns this with the same budget and bar in tests/reliability/test_killed_training.py, on a
+# local backend and on Ray, killed -9 and resumed; the extended set runs these uninterrupted runs.
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", [pytest.param("ray", marks=[pytest.mark.slow, pytest.mark.ray]),
+@pytest.mark.parametrize("backend", [pytest.param("ray", marks=[pytest.mark.extended, pytest.mark.ray]),
                                      pytest.param("inprocess", marks=pytest.mark.extended),
                                      pytest.param("threaded", marks=pytest.mark.extended)])
 def test_dppo_learns_cartpole(tmp_path, backend):

@@ -180,10 +180,10 @@ def test_on_ray_each_shard_is_its_own_process_and_learners_push_to_it_directly()
     assert max(b for *_, b in backend.calls) < 4096  # nothing large leaves the driver
 
 
-# The slow set learns this on Ray here, and on a local backend with the same budget and bar in
-# tests/reliability/test_killed_training.py (killed -9 and resumed); the extended set runs the rest.
+# The slow set learns this with the same budget and bar in tests/reliability/test_killed_training.py, on a
+# local backend and on Ray, killed -9 and resumed; the extended set runs these uninterrupted runs.
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("backend", [pytest.param("ray", marks=[pytest.mark.slow, pytest.mark.ray]),
+@pytest.mark.parametrize("backend", [pytest.param("ray", marks=[pytest.mark.extended, pytest.mark.ray]),
                                      pytest.param("inprocess", marks=pytest.mark.extended),
                                      pytest.param("threaded", marks=pytest.mark.extended)])
 def test_gorila_learns_cartpole(tmp_path, backend):
