@@ -188,9 +188,7 @@ class AsyncProgram(Program):
             try:
                 reports.append(self.backend.get(fut))
             except NodeDied as e:
-                if e.node != getattr(self.actors[i], "name", None):  # type: ignore[attr-defined]
-                    raise not_restarted(e) from None  # a node it called died, not the actor itself
-                self.restarts.died(i, e)  # the backend restarts it; its next call goes to the new process
+                self.restarts.died(i, e, self.actors[i])  # type: ignore[attr-defined]  # restarted: next call goes to it
                 self._actor_died(i)
                 continue
             self.restarts.recovered(i)

@@ -70,9 +70,7 @@ class LocalProgram(Program):
                 self.restarts.recovered(i)
                 return report
             except NodeDied as e:
-                if e.node != getattr(self.actors[i], "name", None):
-                    raise not_restarted(e) from None  # a node it called died, not the actor itself
-                self.restarts.died(i, e)
+                self.restarts.died(i, e, self.actors[i])
             time.sleep(max(0.0, self.restarts.not_before[i] - time.monotonic()))
             outs[i] = self.actors[i].call("run", self.steps_per_actor, variables, num_returns=2)
             ready, _ = self.backend.wait([outs[i][0]], timeout=self.restarts.timeout_s)

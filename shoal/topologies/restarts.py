@@ -62,12 +62,16 @@ class ActorRestarts:
                 raise ShoalError(f"actor node {i} died and did not come back within {self.timeout_s:.0f} s; "
                                  "check the cluster's free resources and the node's log")
 
-    def died(self, i: int, error: NodeDied) -> None:
-        """Count actor ``i``'s death; past ``max_restarts`` the run stops with an error naming it.
+    def died(self, i: int, error: NodeDied, actor: NodeHandle) -> None:
+        """Count the death of actor ``i`` (handle ``actor``); past ``max_restarts`` the run stops with an error naming it.
 
-        Calls made while the backend restarts the node fail too (transiently): those are the same
-        death, and the node is called again after a pause until a call succeeds.
+        A call of the actor fails the same way when a node it called died (a learner, a server): that
+        stops the run with :func:`not_restarted`'s error. Calls made while the backend restarts the
+        node fail too (transiently): those are the same death, and the node is called again after a
+        pause until a call succeeds.
         """
+        if error.node != getattr(actor, "name", None):
+            raise not_restarted(error) from None  # a node it called died, not the actor itself
         now = time.monotonic()
         self.not_before[i] = now + 0.5
         if i in self.recovering and error.transient:
