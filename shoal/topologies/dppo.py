@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from shoal.agents.pg.loss import adapt_kl_beta
-from shoal.backends.base import Backend
+from shoal.backends.base import Backend, NodeDied
 from shoal.config import positive
 from shoal.core import store
 from shoal.core.device import learner_gpus
@@ -44,6 +44,7 @@ from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
 from shoal.topologies.asynchronous import AsyncProgram, copy_tree
 from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
+from shoal.topologies.restarts import not_restarted
 
 
 @dataclass
@@ -361,7 +362,10 @@ class DPPOProgram(AsyncProgram):
 
     def _actor_died(self, i: int) -> None:
         # it died inside its call and never left: rounds must not wait for it while it restarts
-        self.backend.get(self.learner.call("leave", i))
+        try:
+            self.backend.get(self.learner.call("leave", i))
+        except NodeDied as e:
+            raise not_restarted(e) from None
 
     def _extra_metrics(self) -> dict[str, float]:
         return self.backend.get(self.learner.call("metrics"))

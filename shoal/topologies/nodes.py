@@ -199,7 +199,6 @@ class RestartingEnv:
         self.hangs += hung
         name = _env_name(self.ctx.env)
         if self.restarts > self.ctx.max_restarts:
-            self._drop()  # hung worker processes are terminated, not left behind by the error
             verb = "hung" if self.hangs == self.restarts else "raised" if not self.hangs else "raised or hung"
             raise EnvError(f"{self.owner}: env {name} {verb} {self.restarts} times (last at step {self.steps}: "
                            f"{type(error).__name__}: {error}); fix the env, or allow more with "
@@ -255,15 +254,21 @@ def _env_name(env: Any) -> str:
     return env if isinstance(env, str) else getattr(env, "__name__", type(env).__name__)
 
 
-def _reseed_generators(obj: Any, seed: int, depth: int = 2) -> None:
-    """Reseed every numpy and torch generator an actor holds (its own, and its policy's or engine's a level down)."""
+def _reseed_generators(obj: Any, seed: int, depth: int = 2, seen: set[int] | None = None) -> None:
+    """Reseed in place every numpy and torch generator an actor holds (its own, and its policy's or engine's a
+    level down); a generator shared by several of them is reseeded once and stays shared."""
+    seen = set() if seen is None else seen
     for name, value in list(vars(obj).items()):
+        if id(value) in seen:
+            continue
         if isinstance(value, np.random.Generator):
-            setattr(obj, name, np.random.default_rng(derive_seed(seed, name)))
+            seen.add(id(value))
+            value.bit_generator.state = np.random.default_rng(derive_seed(seed, name)).bit_generator.state
         elif isinstance(value, torch.Generator):
+            seen.add(id(value))
             value.manual_seed(derive_seed(seed, name))
         elif depth > 1 and hasattr(value, "__dict__") and not isinstance(value, (nn.Module, torch.Tensor, type)):
-            _reseed_generators(value, derive_seed(seed, name), depth - 1)
+            _reseed_generators(value, derive_seed(seed, name), depth - 1, seen)
 
 
 class ActorNode:

@@ -308,7 +308,7 @@ def test_envs_made_anew_after_a_process_restart_take_seeds_of_the_new_process(mo
     assert seeds[1] == derive_seed(derive_seed(11, "process", os.getpid()), "restart", 1)
 
 
-@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+@pytest.mark.parametrize("algo", ["dqn", "ppo", "ddpg"])
 def test_a_restarted_actor_node_explores_with_draws_of_its_own_process(algo):
     """Ray rebuilds a restarted node from its first arguments: its exploration draws (numpy's for DQN, torch's
     for PPO) must not repeat the first process's sequence."""
@@ -320,8 +320,9 @@ def test_a_restarted_actor_node_explores_with_draws_of_its_own_process(algo):
     from shoal.envs import env_spec
     from shoal.topologies.nodes import ActorNode, NodeContext
 
+    env = "Pendulum-v1" if algo == "ddpg" else "CartPole-v1"
     cfg = registry.get(algo).config_cls()(num_envs=1)
-    ctx = NodeContext(algo, to_dict(cfg), "CartPole-v1", env_spec("CartPole-v1"), 100, 0)
+    ctx = NodeContext(algo, to_dict(cfg), env, env_spec(env), 100, 0)
     first, again = ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2), ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2)
     try:
         again.on_restart()
@@ -337,6 +338,8 @@ def test_a_restarted_actor_node_explores_with_draws_of_its_own_process(algo):
                 elif depth > 1 and hasattr(value, "__dict__") and not isinstance(value, (torch.nn.Module, type)):
                     out += draws(value, depth - 1)
             return out
+        if algo == "ddpg":  # its noise process shares the actor's generator: still shared after the restart
+            assert again.actor.noise.rng is again.actor.rng
         before, after = draws(first.actor), draws(again.actor)
         assert before and len(before) == len(after)
         assert all(a != b for a, b in zip(before, after))
