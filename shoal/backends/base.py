@@ -30,6 +30,19 @@ class NodeDied(ShoalError):
         self.transient = transient
 
 
+class DataLost(ShoalError):
+    """A value a call returned or took was lost before it was read: the machine (or process) whose object
+    store held it is gone, and the backend cannot make it again (a node call is not re-run for its result).
+
+    The caller may run the calls that made the value again; where it cannot, the run stops with this
+    error's one line.
+    """
+
+    def __init__(self, message: str, node: str = "") -> None:
+        super().__init__(message)
+        self.node = node  # the node whose call's result could not be read ("" when unknown)
+
+
 class Future(ABC):
     """The pending result of a node call."""
 
@@ -55,7 +68,7 @@ class Backend(ABC):
 
     @abstractmethod
     def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
-              concurrency: int = 1, max_restarts: int = 0, **kwargs: Any) -> NodeHandle:
+              concurrency: int = 1, max_restarts: int = 0, actor: bool = False, **kwargs: Any) -> NodeHandle:
         """Create ``cls(*args, **kwargs)`` as a node and return its handle.
 
         ``concurrency > 1`` asks for a node that serves that many calls at once (a queue, a
@@ -63,7 +76,9 @@ class Backend(ABC):
         ``max_restarts``: how often a backend whose nodes live in processes of their own (Ray)
         starts a node anew after its process died, with the same arguments (then it calls the
         node's ``on_restart()``, if it has one); a call in flight at the death raises
-        :class:`NodeDied`. Backends whose nodes share this process ignore it.
+        :class:`NodeDied`. Backends whose nodes share this process ignore it. ``actor``: the node
+        is an actor (it steps envs), placed where a cluster keeps its actors (Ray's
+        ``SHOAL_RAY_ACTOR_RESOURCE``) whatever its ``max_restarts``; other nodes stay with the driver.
         """
 
     def get(self, futures: Future | Sequence[Future]) -> Any:

@@ -51,7 +51,7 @@ class InProcessBackend(Backend):
         self.placements: list[Placement] = []
 
     def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
-              concurrency: int = 1, max_restarts: int = 0, **kwargs: Any) -> NodeHandle:
+              concurrency: int = 1, max_restarts: int = 0, actor: bool = False, **kwargs: Any) -> NodeHandle:
         # Resources are not reserved in one process, but recorded: what a node asked for is
         # what it would get on Ray.
         self.placements.append(Placement(name or cls.__name__, cls, float(num_cpus), float(num_gpus)))

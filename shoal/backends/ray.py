@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
-from shoal.backends.base import Backend, Future, NodeDied, NodeHandle
+from shoal.backends.base import Backend, DataLost, Future, NodeDied, NodeHandle
 from shoal.errors import ConfigError, ShoalError
 
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
@@ -115,7 +115,8 @@ class RayFuture(Future):
 
 
 def _get(refs: Any, node: str = "") -> Any:
-    """``ray.get``, with the error of a call whose own node died as :class:`NodeDied` naming ``node``.
+    """``ray.get``, with the error of a call whose own node died as :class:`NodeDied` naming ``node``, and a value
+    Ray lost with its machine as :class:`DataLost`.
 
     A call that failed because its node called a dead peer raises that peer's NodeDied (Ray
     re-raises a task's exception as an instance of its cause), which names the peer.
@@ -126,6 +127,11 @@ def _get(refs: Any, node: str = "") -> Any:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         # Unavailable: the process died and Ray may be restarting it (calls made meanwhile fail too).
         raise NodeDied(text, node=node, transient=isinstance(e, ray.exceptions.ActorUnavailableError)) from e
+    except ray.exceptions.ObjectLostError as e:  # its Ray node was lost with a value in its object store
+        what = f"a call of node {node}" if node else "a node call"
+        raise DataLost(f"{what} could not read a value Ray lost with the machine or process that held it "
+                       f"({type(e).__name__}); resume the run from its last checkpoint with shoal train --resume",
+                       node=node) from e
 
 
 def _unwrap(x: Any) -> Any:
@@ -259,7 +265,7 @@ class RayBackend(Backend):
         return name
 
     def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
-              concurrency: int = 1, max_restarts: int = 0, **kwargs: Any) -> NodeHandle:
+              concurrency: int = 1, max_restarts: int = 0, actor: bool = False, **kwargs: Any) -> NodeHandle:
         """A Ray actor for the node; ``max_restarts``: Ray starts it anew that often after its process
         died (calls in flight then fail with :class:`NodeDied`; calls made later wait for the new one)."""
         options: dict[str, Any] = {}
@@ -268,11 +274,11 @@ class RayBackend(Backend):
         if self.node_runtime_env:
             options["runtime_env"] = self.node_runtime_env
         if self.actor_resource:
-            options["scheduling_strategy"] = self._affinity(actor=max_restarts > 0, num_gpus=num_gpus)
+            options["scheduling_strategy"] = self._affinity(actor=actor, num_gpus=num_gpus)
         remote_cls: Any = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts, **options)(_with_object_store(cls))
-        actor = remote_cls.remote(*(_unwrap(a) for a in args), **{k: _unwrap(v) for k, v in kwargs.items()})
-        self.actors.append(actor)
-        return RayHandle(actor, name or cls.__name__)
+        handle = remote_cls.remote(*(_unwrap(a) for a in args), **{k: _unwrap(v) for k, v in kwargs.items()})
+        self.actors.append(handle)
+        return RayHandle(handle, name or cls.__name__)
 
     def _affinity(self, actor: bool, num_gpus: float = 0) -> Any:
         """An actor's soft affinity to the live Ray node that has the resource ``actor_resource``; any other

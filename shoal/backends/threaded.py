@@ -133,7 +133,7 @@ class ThreadedBackend(Backend):
         self.call_timeout = call_timeout
 
     def spawn(self, cls: type, *args: Any, name: str = "", num_cpus: float = 1, num_gpus: float = 0,
-              concurrency: int = 1, max_restarts: int = 0, **kwargs: Any) -> NodeHandle:
+              concurrency: int = 1, max_restarts: int = 0, actor: bool = False, **kwargs: Any) -> NodeHandle:
         """``concurrency > 1``: that many threads take the node's calls (the node must be thread safe,
         as a queue or a parameter server is: a blocked call must not stop the others)."""
         worker = _NodeThread(name or cls.__name__, concurrency)

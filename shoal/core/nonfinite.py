@@ -43,6 +43,28 @@ def _finite_tensor(t: Any) -> bool:
     return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
 
 
+def _all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Whether every element of ``tensors`` (float, any shapes and devices) is finite: a 0-d bool tensor on the
+    first one's device. The tensors of each device are joined (in their widest dtype, so nothing finite
+    overflows) and tested at once: one test per device rather than one per tensor."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(t.reshape(-1))
+    verdicts: list[torch.Tensor] = []
+    for flat in by_device.values():
+        dtype = functools.reduce(torch.promote_types, (x.dtype for x in flat))
+        verdicts.append(torch.isfinite(torch.cat([x.to(dtype) for x in flat])).all())
+    if not verdicts:
+        return torch.ones((), dtype=torch.bool)
+    first = verdicts[0].device
+    return verdicts[0] if len(verdicts) == 1 else torch.stack([v.to(first) for v in verdicts]).all()
+
+
+def _numpy_fields_finite(batch: Mapping[str, Any]) -> bool:
+    """Whether the float numpy arrays among ``batch``'s fields are finite (its tensors are tested with the losses)."""
+    return all(bool(np.isfinite(v).all()) for v in batch.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f")
+
+
 _BATCH_NAMES = {"reward": "reward", "rewards": "reward", "r": "reward", "obs": "observation",
                 "observations": "observation", "next_obs": "next observation", "planes": "observation",
                 "z": "value target", "pi": "policy target",
@@ -105,17 +127,17 @@ class NonFiniteGuard:
     def batch_verdict(batch: Mapping[str, Any]) -> torch.Tensor | bool:
         """Whether every float field of ``batch`` is finite, as a device tensor where it holds tensors (no host
         sync): computed once for the many minibatches of one rollout and handed to :meth:`check` as ``batch_ok``."""
-        verdicts: list[torch.Tensor] = []
+        tensors: list[torch.Tensor] = []
         ok = True
         for value in batch.values():
             if isinstance(value, torch.Tensor):
                 if value.is_floating_point():
-                    verdicts.append(torch.isfinite(value).all())
+                    tensors.append(value)
             elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
                 ok = ok and bool(np.isfinite(value).all())
-        if not verdicts:
+        if not tensors:
             return ok
-        verdict = torch.stack([v.to(verdicts[0].device) for v in verdicts]).all()
+        verdict = _all_finite(tensors)
         return verdict if ok else torch.zeros_like(verdict)
 
     @torch.no_grad()
@@ -137,19 +159,21 @@ class NonFiniteGuard:
         loss_list = [losses] if isinstance(losses, torch.Tensor) else list(losses)
         named = {name: [p for p in ps] for name, ps in groups.items()}
         grads = [p.grad for ps in named.values() for p in ps if p.grad is not None]
-        verdicts = [torch.isfinite(loss.detach()).all() for loss in loss_list]
+        values = [loss.detach() for loss in loss_list if loss.is_floating_point()]
         if grads:
-            verdicts.append(torch.isfinite(torch.stack([n.float() for n in torch._foreach_norm(grads)])).all())
-        # NaN in, NaN out, except where a loss clamps it (a support's ends): the inputs are judged too.
-        inputs = self.batch_verdict(batch or {}) if batch_ok is None else batch_ok
+            values.extend(torch._foreach_norm(grads))  # an inf or NaN anywhere in a gradient makes its norm one
         ok = True
-        if isinstance(inputs, torch.Tensor):
-            verdicts.append(inputs)
-        else:
-            ok = bool(inputs)
-        if verdicts:
-            device = verdicts[0].device
-            ok = ok and bool(torch.stack([v.to(device) for v in verdicts]).all())  # the one host sync
+        # NaN in, NaN out, except where a loss clamps it (a support's ends): the inputs are judged too.
+        if batch_ok is None:
+            ok = _numpy_fields_finite(batch or {})
+            values.extend(v for v in (batch or {}).values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+        elif not isinstance(batch_ok, torch.Tensor):
+            ok = bool(batch_ok)
+        verdict = _all_finite(values) if values else None
+        if isinstance(batch_ok, torch.Tensor):
+            verdict = batch_ok.all() if verdict is None else verdict & batch_ok.to(verdict.device).all()
+        if verdict is not None:
+            ok = ok and bool(verdict)  # the one host sync
         here_ok = ok
         if collective is not None:
             ok = collective.all_true(ok)

@@ -141,10 +141,13 @@ class AgentNode:
                                 np.uint8 if spec.obs_dtype == np.uint8 else np.float32,
                                 () if spec.discrete else (spec.num_actions,), np.int64 if spec.discrete else np.float32,
                                 params_dim)
+        self.reward_norm = b.make_reward_normalizer(b.num_envs)  # normalize_reward: the trainer sees scaled rewards
 
     def on_restart(self) -> None:
         """Called by a backend that restarted this node's process: its envs start from a new seed."""
         self.env.reset(seed=derive_seed(self.env_seed, "process", os.getpid()))
+        if self.reward_norm is not None:
+            self.reward_norm.new_episodes()
 
     def run(self, num_steps: int) -> ActorReport:
         """``num_steps`` vector steps; idle time (waiting for predictions or handing rollouts over) and
@@ -174,9 +177,13 @@ class AgentNode:
             except EnvRestarted:  # the rollout in progress belongs to episodes that are gone
                 traj.clear()
                 obs = self.env.obs
+                if self.reward_norm is not None:
+                    self.reward_norm.new_episodes()
                 continue
             cut = np.flatnonzero(step.truncated & ~step.terminated)
-            traj.outcome(step.reward, step.terminated, step.truncated, cut, step.final_obs[cut])
+            # episode returns below are the env's own; the trainer learns from the scaled rewards
+            reward = step.reward if self.reward_norm is None else self.reward_norm(step.reward, step.done)
+            traj.outcome(reward, step.terminated, step.truncated, cut, step.final_obs[cut])
             done += 1
             ended = step.extras.get("episodes")
             if ended is not None:

@@ -9,10 +9,11 @@ restarted and runs its part of the round again (see :mod:`shoal.topologies.resta
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from shoal.backends.base import Backend, NodeDied
+from shoal.backends.base import Backend, DataLost, NodeDied
 from shoal.core.seeding import derive_seed
 from shoal.settings import RunConfig
 from shoal.topologies import IterationReport, Program
@@ -20,9 +21,14 @@ from shoal.topologies.learners import LearnerGroup, LearnerRankNode, spawn_learn
 from shoal.topologies.nodes import ActorNode, LearnerNode, NodeContext
 from shoal.topologies.restarts import ActorRestarts, not_restarted
 
+_log = logging.getLogger("shoal")
+
 
 class LocalProgram(Program):
     """Synchronous actor/learner rounds on any backend."""
+
+    LOST_ROUNDS = 3
+    """Rounds in a row whose data may be lost with a Ray node (:class:`DataLost`) before the run stops."""
 
     def __init__(self, ctx: NodeContext, run: RunConfig, backend: Backend) -> None:
         self.ctx = ctx
@@ -45,18 +51,31 @@ class LocalProgram(Program):
 
     def run_iteration(self) -> IterationReport:
         variables = self.learner.call("get_variables")
-        outs = [a.call("run", self.steps_per_actor, variables, num_returns=2) for a in self.actors]
-        reports = [self._report_of(i, outs, variables) for i in range(len(self.actors))]
+        reports: list[Any] = []  # every attempt's: the env steps and episodes of a lost round happened too
+        for attempt in range(self.LOST_ROUNDS + 1):
+            outs = [a.call("run", self.steps_per_actor, variables, num_returns=2) for a in self.actors]
+            round_reports = [self._report_of(i, outs, variables) for i in range(len(self.actors))]
+            reports.extend(round_reports)
+            self.env_steps += sum(r.env_steps for r in round_reports)
+            try:
+                metrics = self.backend.get(self.learner.call("learn", self.env_steps, *[o[1] for o in outs]))
+                break
+            except NodeDied as e:
+                raise not_restarted(e) from None
+            except DataLost as e:
+                # A round's data was lost with the Ray node whose object store held it (its actors come back
+                # elsewhere): the learner never saw it, so the actors run the round again. A learner group has
+                # stopped its ranks by then (one rank failed), so there the run stops with this error.
+                if attempt == self.LOST_ROUNDS or isinstance(self.learner, LearnerGroup):
+                    raise
+                _log.warning("the data of a round was lost before node %s read it (its Ray node or owner is gone); "
+                             "the actors run the round again", e.node or "learner")
         steps = sum(r.env_steps for r in reports)
-        self.env_steps += steps
-        try:
-            metrics = self.backend.get(self.learner.call("learn", self.env_steps, *[o[1] for o in outs]))
-        except NodeDied as e:
-            raise not_restarted(e) from None
         returns = [x for r in reports for x in r.episode_returns]
         lengths = [x for r in reports for x in r.episode_lengths]
-        # Envs made anew inside the actor nodes (a crash, a hang, a NaN): each reports its count so far.
-        metrics = {**metrics, "env_restarts": float(sum(r.data.get("env_restarts_total", 0.0) for r in reports
+        # Envs made anew inside the actor nodes (a crash, a hang, a NaN): each reports its count so far in its
+        # process, so the round that reached the learner has the newest counts.
+        metrics = {**metrics, "env_restarts": float(sum(r.data.get("env_restarts_total", 0.0) for r in round_reports
                                                         if isinstance(r.data, dict)))}
         metrics["actor_restarts"] = float(self.restarts.total)
         return IterationReport(steps, returns, lengths, metrics)
@@ -72,7 +91,9 @@ class LocalProgram(Program):
             except NodeDied as e:
                 self.restarts.died(i, e, self.actors[i])
             time.sleep(max(0.0, self.restarts.not_before[i] - time.monotonic()))
-            outs[i] = self.actors[i].call("run", self.steps_per_actor, variables, num_returns=2)
+            # the new process takes on the dead one's checkpointed counters first, in the same call
+            outs[i] = self.actors[i].call("run", self.steps_per_actor, variables, self.restarts.last_states.get(i),
+                                          num_returns=2)
             ready, _ = self.backend.wait([outs[i][0]], timeout=self.restarts.timeout_s)
             if not ready:  # a node Ray cannot place again never answers nor fails
                 self.restarts.check_overdue(time.monotonic())
@@ -80,6 +101,7 @@ class LocalProgram(Program):
     def state(self) -> dict[str, Any]:
         learner_state = self.backend.get(self.learner.call("state"))
         actor_states = self.backend.get([a.call("state") for a in self.actors])
+        self.restarts.remember(actor_states)
         return {"learner": learner_state["learner"], "learner_node": {k: v for k, v in learner_state.items() if k != "learner"},
                 "actors": actor_states, "env_steps": self.env_steps}
 
@@ -89,6 +111,7 @@ class LocalProgram(Program):
         self.backend.get(self.learner.call("load_state", node_state))
         if len(state["actors"]) == len(self.actors):
             self.backend.get([a.call("load_state", s) for a, s in zip(self.actors, state["actors"])])
+            self.restarts.remember(list(state["actors"]))
         self.env_steps = int(state["env_steps"])
 
     def close(self) -> None:

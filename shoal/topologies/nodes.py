@@ -286,13 +286,19 @@ class ActorNode:
         self.low, self.high = (None, None) if spec.discrete else (spec.action_low, spec.action_high)
         self.reward_norm = self.builder.make_reward_normalizer(self.env.num_envs)
         self.resets = 0
+        self.restarted = False  # a process the backend made anew, which has not yet taken on its predecessor's state
 
-    def run(self, num_steps: int, variables: tuple[int, dict] | None = None) -> tuple[ActorReport, Any]:
+    def run(self, num_steps: int, variables: tuple[int, dict] | None = None,
+            resume: dict[str, Any] | None = None) -> tuple[ActorReport, Any]:
         """Run ``num_steps`` vector steps (after adopting ``variables`` if given).
 
         Episode returns are the env's own (``VecEnv``'s ``extras["episodes"]``): on Atari the
-        game score of whole games, while the learner sees clipped, per-life steps.
+        game score of whole games, while the learner sees clipped, per-life steps. ``resume``:
+        the :meth:`state` a restarted node's dead process last checkpointed (see :meth:`resume`), taken on
+        only by a process the backend made anew (after :meth:`on_restart`) and only once.
         """
+        if resume is not None and self.restarted:  # only a new process: one that lived on keeps its own counters
+            self.resume(resume)
         if variables is not None:
             self.actor.load_variables(*variables)
         while True:
@@ -346,6 +352,20 @@ class ActorNode:
         self.env.seed = seed  # envs made anew in this process draw their seeds from it, not the first process's
         self._new_episodes(self.env.reset(seed=seed))
         _reseed_generators(self.actor, derive_seed(seed, "actor"))  # its exploration: not the first process's draws
+        self.restarted = True
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """A restarted node takes on its dead process's :meth:`state` as of the last checkpoint: the actor's
+        counters (so an epsilon or warm-up schedule goes on instead of starting over) and the reward
+        normaliser's statistics. Its generators stay this process's (reseeded, not the dead one's draws) and
+        its envs keep the episodes they began at the restart."""
+        if state.get("actor"):
+            self.actor.load_state(state["actor"])
+            _reseed_generators(self.actor, derive_seed(self.env.seed, "actor", "resumed"))
+        if self.reward_norm is not None and "reward_norm" in state:
+            self.reward_norm.load_state(state["reward_norm"])
+            self.reward_norm.new_episodes()
+        self.restarted = False
 
     def state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"actor": self.actor.state()}

@@ -37,15 +37,22 @@ class ActorRestarts:
         self.counts = [0] * num_actors
         self.recovering: dict[int, float] = {}  # actor id -> when it died; until a call of it succeeds
         self.not_before: dict[int, float] = {}  # actor id -> earliest time of its next call (while it restarts)
+        self.last_states: dict[int, Any] = {}  # actor id -> its node state in the newest checkpoint (see remember)
 
     def spawn(self, backend: Backend, cls: type, *args: Any, name: str, **options: Any) -> NodeHandle:
-        """Spawn an actor node that the backend restarts up to ``max_restarts`` times."""
-        return backend.spawn(cls, *args, name=name, max_restarts=self.max_restarts, **options)
+        """Spawn an actor node that the backend restarts up to ``max_restarts`` times (placed as an actor, with
+        the cluster's other actors, even with ``max_restarts=0``)."""
+        return backend.spawn(cls, *args, name=name, max_restarts=self.max_restarts, actor=True, **options)
 
     @property
     def total(self) -> int:
         """Deaths of all actor nodes so far (the ``actor_restarts`` metric)."""
         return sum(self.counts)
+
+    def remember(self, states: list[Any]) -> None:
+        """The actor nodes' states just checkpointed (or loaded): what a restarted node takes on (counters and
+        statistics, not generators) so that its schedules go on from there rather than from zero."""
+        self.last_states = dict(enumerate(states))
 
     def may_call(self, i: int, now: float) -> bool:
         """Whether actor ``i`` may be called now (not within the pause after a death)."""

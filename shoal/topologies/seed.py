@@ -82,10 +82,13 @@ class EnvWorkerNode:
         # This process's token: the server ignores calls of an earlier incarnation of the worker that
         # were still in flight when it died (a put or an inference may have held them up).
         self.incarnation = uuid.uuid4().int & (2**62 - 1)
+        self.reward_norm = ctx.builder().make_reward_normalizer(num_envs)  # normalize_reward: the learner sees scaled rewards
 
     def on_restart(self) -> None:
         """Called by a backend that restarted this node's process: new env seed; the server drops the old unroll."""
         self.env.reset(seed=derive_seed(self.env_seed, "process", os.getpid()))
+        if self.reward_norm is not None:
+            self.reward_norm.new_episodes()
 
     def run(self, num_steps: int) -> ActorReport:
         """``num_steps`` vector steps; returns steps, finished episodes and the time spent waiting for
@@ -108,6 +111,8 @@ class EnvWorkerNode:
                 step = self.env.step(action if self.low is None else np.clip(action, self.low, self.high))
             except EnvRestarted:  # the server drops this worker's partial unroll at the next request
                 self.prev, self.fresh, obs = None, True, self.env.obs
+                if self.reward_norm is not None:
+                    self.reward_norm.new_episodes()
                 continue
             done += 1
             ended = step.extras.get("episodes")
@@ -116,7 +121,9 @@ class EnvWorkerNode:
                 lengths.extend(ended.lengths.tolist())
             # Only the truncated copies' final observations travel (they bootstrap the value there).
             cut = np.flatnonzero(step.truncated & ~step.terminated)
-            self.prev = (step.reward, step.terminated, step.truncated, cut, step.final_obs[cut])
+            # episode returns above are the env's own; the learner learns from the scaled rewards
+            reward = step.reward if self.reward_norm is None else self.reward_norm(step.reward, step.done)
+            self.prev = (reward, step.terminated, step.truncated, cut, step.final_obs[cut])
             obs = step.next_obs
         return ActorReport(num_steps * self.env.num_envs, returns, lengths,
                            data=idle_report(time.perf_counter() - t0, waited, blocked, self.env.take_restarts()),

@@ -346,3 +346,47 @@ def test_a_restarted_actor_node_explores_with_draws_of_its_own_process(algo):
     finally:
         first.close()
         again.close()
+
+
+@pytest.mark.parametrize("algo", ["dqn", "sac"])
+def test_a_restarted_actor_node_goes_on_from_the_counters_of_the_last_checkpoint(algo):
+    """A node Ray rebuilt from its first arguments starts its counters at 0: a DQN actor would explore at epsilon 1
+    again, a SAC actor act uniformly for another warm-up. Given the dead process's checkpointed state with its
+    first call, it goes on from there (the same epsilon), with generators of its own process."""
+    import numpy as np
+    import torch
+
+    from shoal.agents import registry
+    from shoal.config import to_dict
+    from shoal.envs import env_spec
+    from shoal.topologies.nodes import ActorNode, NodeContext
+
+    env = "Pendulum-v1" if algo == "sac" else "CartPole-v1"
+    cfg = registry.get(algo).config_cls()(num_envs=2, learning_starts=100)
+    ctx = NodeContext(algo, to_dict(cfg), env, env_spec(env), 10_000, 0)
+    first, again = ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2), ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2)
+    try:
+        first.run(300)
+        checkpointed = first.state()
+        counter = "env_steps" if algo == "dqn" else "steps"
+        assert checkpointed["actor"][counter] == 600
+        first.run(1, None, checkpointed)  # a process that lived on (a call that failed transiently) keeps its own
+        assert first.actor.state()[counter] == 602
+        again.on_restart()
+        assert again.actor.state()[counter] == 0  # what the restart alone gives
+        again.resume(checkpointed)
+        resumed = again.actor.state()
+        assert resumed[counter] == 600  # went on from the checkpoint
+        # its generators are its own process's, not the dead one's as checkpointed
+        assert resumed["rng"] != checkpointed["actor"]["rng"]
+        if algo == "sac":
+            assert not torch.equal(resumed["generator"], checkpointed["actor"]["generator"])
+        if algo == "dqn":
+            assert again.actor.epsilon < 1.0 and np.isclose(again.actor.epsilon, first.actor.epsilon, atol=0.01)
+        else:
+            assert again.actor.steps >= again.actor.random_steps  # past the warm-up: acts by its policy
+        again.run(1, None, checkpointed)  # taken on once: a later call passing it again changes nothing
+        assert again.actor.state()[counter] == 602
+    finally:
+        first.close()
+        again.close()

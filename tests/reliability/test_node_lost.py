@@ -292,12 +292,16 @@ def test_actor_placement_by_resource_needs_a_node_that_has_it_and_keeps_other_no
     from shoal.backends.ray import RayBackend
     from shoal.errors import ConfigError
     from shoal.topologies.impala import QueueNode
+    from shoal.topologies.restarts import ActorRestarts
 
     backend = RayBackend(actor_resource="shoal_no_such_resource")  # the session's Ray instance: one node, no such resource
     try:
         with pytest.raises(ConfigError, match=r"no live Ray node has the resource 'shoal_no_such_resource'"):
-            backend.spawn(QueueNode, 4, num_cpus=0, max_restarts=1)  # an actor node (restartable)
-        service = backend._affinity(actor=False)  # a node that is not restarted: pinned to the driver's node
+            backend.spawn(QueueNode, 4, num_cpus=0, max_restarts=1, actor=True)  # an actor node
+        # An actor is placed as one by its role, not by its restart budget: with max_restarts=0 too
+        with pytest.raises(ConfigError, match=r"no live Ray node has the resource 'shoal_no_such_resource'"):
+            ActorRestarts(1, max_restarts=0).spawn(backend, QueueNode, 4, name="actor-0", num_cpus=0)
+        service = backend._affinity(actor=False)  # a node that is not an actor: pinned to the driver's node
         assert service.node_id == ray.get_runtime_context().get_node_id() and service.soft is False
     finally:
         backend.shutdown()
@@ -359,3 +363,71 @@ def test_learner_ranks_go_to_the_drivers_node_when_actors_are_placed_by_resource
         assert backend._group_selector(gpus + 1) == {}
     finally:
         backend.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(60)
+def test_a_value_ray_lost_with_its_owner_is_a_one_line_data_lost_error():
+    """A result whose object Ray can no longer read (its owner's process is gone) is shoal's DataLost, not a Ray
+    traceback: the same path as a value lost with its machine."""
+    import numpy as np
+    import ray
+
+    from shoal.backends.base import DataLost
+    from shoal.backends.ray import _get
+
+    @ray.remote(num_cpus=0)
+    class Owner:
+        def make(self) -> list:
+            return [ray.put(np.zeros(1 << 18))]  # 2 MiB in the object store, owned by this actor's process
+
+        def size(self, value) -> int:
+            return int(value.size)
+
+    owner, reader = Owner.remote(), Owner.remote()
+    (ref,) = ray.get(owner.make.remote(), timeout=30)
+    ray.kill(owner, no_restart=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _get(ref, "actor-0")
+        except DataLost as e:
+            message = str(e)
+            break
+        assert time.monotonic() < deadline, "the value stayed readable after its owner was killed"
+        time.sleep(0.2)
+    assert "\n" not in message and "node actor-0" in message and "shoal train --resume" in message, message
+    # the local topology's path: the lost value is another node's argument (Ray resolves it before the call)
+    with pytest.raises(DataLost, match="node learner could not read a value"):
+        _get(reader.size.remote(ref), "learner")
+    ray.kill(reader, no_restart=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_local_round_whose_data_was_lost_is_run_again_before_the_learner_steps(tmp_path, monkeypatch, caplog):
+    """The learner never sees a partial round: when the actors' data is lost on its way to the learner, the
+    actors run the round again, and the env steps of both rounds count."""
+    import shoal
+    from shoal.backends.base import DataLost
+    from shoal.backends.inprocess import InProcessHandle
+
+    real = InProcessHandle.call
+    calls = {"run": 0, "learn": 0, "lost": 0}
+
+    def call(self, method, *args, **kwargs):
+        if method in ("run", "learn"):
+            calls[method] += 1
+        if method == "learn" and calls["lost"] == 0 and calls["learn"] == 2:
+            calls["lost"] += 1
+            raise DataLost("a call of node learner could not read a value Ray lost (simulated)", node="learner")
+        return real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(InProcessHandle, "call", call)
+    r = shoal.train("ppo", "CartPole-v1", steps=2048, seed=0, run_dir=tmp_path / "run", quiet=True, tensorboard=False,
+                    overrides={"num_envs": 4, "rollout_length": 128, "eval_episodes": 1})
+    per_round = 4 * 128
+    assert calls["lost"] == 1 and "run the round again" in caplog.text
+    # the second round's data was lost: its actors ran it again before the learner's next call, and its env steps
+    # counted too, so the 2,048 steps took 4 rounds, one of them lost (3 learner calls succeeded)
+    assert calls["run"] == 4 and calls["learn"] == 4, calls
+    assert r.env_steps == 4 * per_round

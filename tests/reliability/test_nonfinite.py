@@ -447,7 +447,7 @@ def test_a_ppo_update_judges_its_rollout_once_not_once_per_minibatch(monkeypatch
     isfinite = torch.isfinite
 
     def counting(t: torch.Tensor) -> torch.Tensor:
-        if t.numel() == obs_size:
+        if t.numel() >= obs_size:  # a test that holds the rollout's observations (with its other fields, maybe)
             scans.append(t.shape)
         return isfinite(t)
 
@@ -668,3 +668,21 @@ def test_a_tabular_step_whose_transitions_were_all_skipped_keeps_its_parameter_v
     assert learner.env_steps == 5  # the transitions happened: the schedules' clock moves
     m = learner.step([_tabular_batch(float("nan"), 1), _tabular_batch(1.0, 1)])
     assert learner.version == 1 and m[SKIPPED_METRIC] == 6.0 and m["td_error_abs"] > 0
+
+
+def test_the_guard_judges_each_value_in_its_own_width_and_misses_no_nan_among_mixed_dtypes():
+    """Losses, gradients and inputs are tested together, joined in their widest dtype: a finite float64 input
+    beyond float32's range is not taken for an inf, and a NaN in a half-precision field is still found."""
+    import torch
+
+    from shoal.core.nonfinite import NonFiniteGuard
+
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.ones(3)
+    loss = torch.tensor(0.5)
+    guard = NonFiniteGuard()
+    assert guard.check(loss, {"net": [p]}, {"obs": torch.tensor([1e39, 2.0], dtype=torch.float64)})
+    half = torch.tensor([1.0, float("nan")], dtype=torch.float16)
+    assert not guard.check(loss, {"net": [p]}, {"obs": torch.ones(2, dtype=torch.bfloat16), "reward": half})
+    assert guard.skipped == 1 and guard.last_skipped
+    assert guard.check(torch.tensor(1.0, dtype=torch.float64), {}, {"empty": torch.zeros(0)})

@@ -54,12 +54,12 @@ def test_ga3c_trains_through_the_api(tmp_path):
     assert (r.run_dir / "eval.json").exists()
 
 
-# The slow set learns this on Ray here, and on a local backend with the same budget and bar in
-# tests/reliability/test_killed_training.py (killed -9 and resumed); the extended set runs the rest.
+# The slow set learns this with the same budget and bar in tests/reliability/test_killed_training.py, killed -9 and
+# resumed, on a local backend and on Ray; the extended set runs these uninterrupted runs.
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("backend", [pytest.param("inprocess", marks=pytest.mark.extended),
                                      pytest.param("threaded", marks=pytest.mark.extended),
-                                     pytest.param("ray", marks=[pytest.mark.slow, pytest.mark.ray])])
+                                     pytest.param("ray", marks=[pytest.mark.extended, pytest.mark.ray])])
 def test_ga3c_learns_cartpole(tmp_path, backend):
     r = shoal.train("ga3c", "CartPole-v1", steps=300_000, seed=0, run_dir=tmp_path / "run", num_actors=4,
                     backend=backend, quiet=True, tensorboard=False,

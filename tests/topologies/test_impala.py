@@ -115,10 +115,12 @@ def test_impala_learns_cartpole_inprocess(tmp_path, algo):
     assert r.eval["mean_return"] >= 475
 
 
-@pytest.mark.slow
+# The slow set kills IMPALA -9 and resumes it at these settings (tests/reliability/test_killed_training.py), to the
+# same bar; the extended set runs it uninterrupted.
 @pytest.mark.ray
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("algo", ["impala", "appo"])
+@pytest.mark.parametrize("algo", [pytest.param("impala", marks=pytest.mark.extended),
+                                  pytest.param("appo", marks=pytest.mark.slow)])
 def test_impala_learns_cartpole_on_ray_with_4_actors(tmp_path, algo):
     r = shoal.train(algo, "CartPole-v1", steps=300_000, seed=0, run_dir=tmp_path / "run", num_actors=4, backend="ray",
                     quiet=True, tensorboard=False, overrides={"eval_every": 20_000, "target_return": 475})
