@@ -299,14 +299,14 @@ class RayBackend(Backend):
     def _group_selector(self, num_gpus: float) -> dict[str, str]:
         """The label selector of every learner rank's bundle: the driver's node, hard, like any node that is not
         an actor; when the ranks ask for ``num_gpus`` GPUs in all and that node has fewer, any node but the one
-        that has ``actor_resource`` (there is no soft variant for a placement group's bundles)."""
+        that have ``actor_resource`` (there is no soft variant for a placement group's bundles)."""
         here = ray.get_runtime_context().get_node_id()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         gpus = sum(float(n.get("Resources", {}).get("GPU", 0.0)) for n in nodes if n.get("NodeID") == here)
         if num_gpus <= gpus:
             return {_NODE_ID_LABEL: here}
         holders = [n["NodeID"] for n in nodes if self.actor_resource in n.get("Resources", {})]
-        return {_NODE_ID_LABEL: "!" + holders[0]} if holders else {}
+        return {_NODE_ID_LABEL: f"!in({', '.join(holders)})"} if holders else {}
 
     def spawn_group(self, cls: type, args: Sequence[tuple[Any, ...]], num_cpus: float = 1, num_gpus: float = 0,
                     strategy: str = "PACK", timeout_s: float = 120.0, names: Sequence[str] = ()) -> list[NodeHandle]:

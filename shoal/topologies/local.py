@@ -91,12 +91,19 @@ class LocalProgram(Program):
             except NodeDied as e:
                 self.restarts.died(i, e, self.actors[i])
             time.sleep(max(0.0, self.restarts.not_before[i] - time.monotonic()))
+            # A cheap call first: the node is back once it answers, however long its round then takes.
+            alive = self.actors[i].call("alive")
             # the new process takes on the dead one's checkpointed counters first, in the same call
             outs[i] = self.actors[i].call("run", self.steps_per_actor, variables, self.restarts.last_states.get(i),
                                           num_returns=2)
-            ready, _ = self.backend.wait([outs[i][0]], timeout=self.restarts.timeout_s)
+            ready, _ = self.backend.wait([alive], timeout=self.restarts.timeout_s)
             if not ready:  # a node Ray cannot place again never answers nor fails
                 self.restarts.check_overdue(time.monotonic())
+            try:
+                self.backend.get(alive)
+                self.restarts.recovered(i)  # back: its round may take as long as rounds take
+            except NodeDied:
+                pass  # still restarting: the round's call fails the same way, and the loop sees it
 
     def state(self) -> dict[str, Any]:
         learner_state = self.backend.get(self.learner.call("state"))

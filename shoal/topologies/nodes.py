@@ -354,6 +354,10 @@ class ActorNode:
         _reseed_generators(self.actor, derive_seed(seed, "actor"))  # its exploration: not the first process's draws
         self.restarted = True
 
+    def alive(self) -> bool:
+        """Answers at once: the driver's sign that a restarted node's process is up."""
+        return True
+
     def resume(self, state: dict[str, Any]) -> None:
         """A restarted node takes on its dead process's :meth:`state` as of the last checkpoint: the actor's
         counters (so an epsilon or warm-up schedule goes on instead of starting over) and the reward

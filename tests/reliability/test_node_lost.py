@@ -361,6 +361,18 @@ def test_learner_ranks_go_to_the_drivers_node_when_actors_are_placed_by_resource
         # that has the resource there is no such node to avoid
         gpus = sum(float(n.get("Resources", {}).get("GPU", 0.0)) for n in ray.nodes() if n.get("NodeID") == here)
         assert backend._group_selector(gpus + 1) == {}
+        # with two nodes holding it, the ranks avoid both (a selector Ray accepts: the group is placed here)
+        holders = [{"NodeID": c * 56, "Alive": True, "Resources": {"shoal_no_such_resource": 1.0}} for c in "ab"]
+        nodes = ray.nodes
+        monkeypatch.setattr(ray, "nodes", lambda: nodes() + holders)
+        selector = backend._group_selector(gpus + 1)
+        assert selector == {"ray.io/node-id": f"!in({'a' * 56}, {'b' * 56})"}
+        group = real(bundles=[{"CPU": 0.01}], strategy="PACK", bundle_label_selector=[selector])
+        try:
+            assert group.wait(timeout_seconds=30)
+            assert set(pg.placement_group_table(group)["bundles_to_node_id"].values()) == {here}
+        finally:
+            pg.remove_placement_group(group)
     finally:
         backend.shutdown()
 
