@@ -306,7 +306,7 @@ class RayBackend(Backend):
         if num_gpus <= gpus:
             return {_NODE_ID_LABEL: here}
         holders = [n["NodeID"] for n in nodes if self.actor_resource in n.get("Resources", {})]
-        return {_NODE_ID_LABEL: f"!in({', '.join(holders)})"} if holders else {}
+        return {_NODE_ID_LABEL: f"!in({','.join(holders)})"} if holders else {}  # no spaces: Ray keeps them
 
     def spawn_group(self, cls: type, args: Sequence[tuple[Any, ...]], num_cpus: float = 1, num_gpus: float = 0,
                     strategy: str = "PACK", timeout_s: float = 120.0, names: Sequence[str] = ()) -> list[NodeHandle]:

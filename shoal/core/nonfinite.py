@@ -43,14 +43,22 @@ def _finite_tensor(t: Any) -> bool:
     return a.dtype.kind not in "fc" or bool(np.isfinite(a).all())
 
 
+#: Tensors up to this many elements are joined into one test (a copy of a few KiB); larger ones are tested alone.
+_JOIN_MAX = 1 << 16
+
+
 def _all_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Whether every element of ``tensors`` (float, any shapes and devices) is finite: a 0-d bool tensor on the
-    first one's device. The tensors of each device are joined (in their widest dtype, so nothing finite
-    overflows) and tested at once: one test per device rather than one per tensor."""
+    first one's device. The small tensors of each device (losses, gradient norms, a state batch) are joined, in
+    their widest dtype so that nothing finite overflows, and tested at once; a large one (a batch of float
+    images) is tested alone rather than copied."""
     by_device: dict[torch.device, list[torch.Tensor]] = {}
-    for t in tensors:
-        by_device.setdefault(t.device, []).append(t.reshape(-1))
     verdicts: list[torch.Tensor] = []
+    for t in tensors:
+        if t.numel() > _JOIN_MAX:
+            verdicts.append(torch.isfinite(t).all())
+        else:
+            by_device.setdefault(t.device, []).append(t.reshape(-1))
     for flat in by_device.values():
         dtype = functools.reduce(torch.promote_types, (x.dtype for x in flat))
         verdicts.append(torch.isfinite(torch.cat([x.to(dtype) for x in flat])).all())

@@ -194,6 +194,15 @@ class AgentNode:
                            data=idle_report(time.perf_counter() - t0, waited, blocked, self.env.take_restarts()),
                            actor_id=self.agent_id)
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this node: its reward normaliser's statistics (with ``normalize_reward``)."""
+        return {"reward_norm": self.reward_norm.state()} if self.reward_norm is not None else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if self.reward_norm is not None and "reward_norm" in state:
+            self.reward_norm.load_state(state["reward_norm"])
+            self.reward_norm.new_episodes()  # the envs start new episodes after a resume
+
     def close(self) -> None:
         self.env.close()
 
@@ -248,7 +257,8 @@ class GA3CProgram(AsyncProgram):
         self.backend.get(self.queue.call("close"))
 
     def _actor_state_kept(self) -> bool:
-        return False  # agents hold envs and their unfinished rollout only
+        # agents hold envs, their unfinished rollout and, with normalize_reward, their reward statistics
+        return self.builder.make_reward_normalizer(1) is not None
 
 
 #: The topology's settings (``topology.KEY=VALUE``; printed under ``topology:`` in config.yaml).

@@ -54,10 +54,10 @@ class LocalProgram(Program):
         reports: list[Any] = []  # every attempt's: the env steps and episodes of a lost round happened too
         for attempt in range(self.LOST_ROUNDS + 1):
             outs = [a.call("run", self.steps_per_actor, variables, num_returns=2) for a in self.actors]
-            round_reports = [self._report_of(i, outs, variables) for i in range(len(self.actors))]
-            reports.extend(round_reports)
-            self.env_steps += sum(r.env_steps for r in round_reports)
             try:
+                round_reports = [self._report_of(i, outs, variables) for i in range(len(self.actors))]
+                reports.extend(round_reports)
+                self.env_steps += sum(r.env_steps for r in round_reports)
                 metrics = self.backend.get(self.learner.call("learn", self.env_steps, *[o[1] for o in outs]))
                 break
             except NodeDied as e:
@@ -99,6 +99,7 @@ class LocalProgram(Program):
             ready, _ = self.backend.wait([alive], timeout=self.restarts.timeout_s)
             if not ready:  # a node Ray cannot place again never answers nor fails
                 self.restarts.check_overdue(time.monotonic())
+                continue
             try:
                 self.backend.get(alive)
                 self.restarts.recovered(i)  # back: its round may take as long as rounds take

@@ -297,8 +297,10 @@ class ActorNode:
         the :meth:`state` a restarted node's dead process last checkpointed (see :meth:`resume`), taken on
         only by a process the backend made anew (after :meth:`on_restart`) and only once.
         """
-        if resume is not None and self.restarted:  # only a new process: one that lived on keeps its own counters
-            self.resume(resume)
+        if self.restarted:  # a new process's first call: one that lived on keeps its own counters
+            self.restarted = False
+            if resume is not None:
+                self.resume(resume)
         if variables is not None:
             self.actor.load_variables(*variables)
         while True:
@@ -364,12 +366,12 @@ class ActorNode:
         normaliser's statistics. Its generators stay this process's (reseeded, not the dead one's draws) and
         its envs keep the episodes they began at the restart."""
         if state.get("actor"):
-            self.actor.load_state(state["actor"])
+            # parameters come with the call that resumes (the version held is this process's, none yet)
+            self.actor.load_state({**state["actor"], "version": -1} if "version" in state["actor"] else state["actor"])
             _reseed_generators(self.actor, derive_seed(self.env.seed, "actor", "resumed"))
         if self.reward_norm is not None and "reward_norm" in state:
             self.reward_norm.load_state(state["reward_norm"])
             self.reward_norm.new_episodes()
-        self.restarted = False
 
     def state(self) -> dict[str, Any]:
         s: dict[str, Any] = {"actor": self.actor.state()}

@@ -129,6 +129,15 @@ class EnvWorkerNode:
                            data=idle_report(time.perf_counter() - t0, waited, blocked, self.env.take_restarts()),
                            actor_id=self.worker_id)
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this node: its reward normaliser's statistics (with ``normalize_reward``)."""
+        return {"reward_norm": self.reward_norm.state()} if self.reward_norm is not None else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if self.reward_norm is not None and "reward_norm" in state:
+            self.reward_norm.load_state(state["reward_norm"])
+            self.reward_norm.new_episodes()  # the envs start new episodes after a resume
+
     def close(self) -> None:
         self.env.close()
 
@@ -338,7 +347,9 @@ class SeedProgram(AsyncProgram):
         return self._report(reports, metrics)
 
     def _actor_state_kept(self) -> bool:
-        return False  # env workers hold envs only; the learner node holds every generator
+        # env workers hold envs and, with normalize_reward, their reward statistics; the learner node holds
+        # every generator
+        return self.builder.make_reward_normalizer(1) is not None
 
     def _release(self) -> None:
         self.backend.get(self.learner.call("release"))

@@ -364,7 +364,7 @@ def test_a_restarted_actor_node_goes_on_from_the_counters_of_the_last_checkpoint
     env = "Pendulum-v1" if algo == "sac" else "CartPole-v1"
     cfg = registry.get(algo).config_cls()(num_envs=2, learning_starts=100)
     ctx = NodeContext(algo, to_dict(cfg), env, env_spec(env), 10_000, 0)
-    first, again = ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2), ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2)
+    first, again, third = (ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2) for _ in range(3))
     try:
         first.run(300)
         checkpointed = first.state()
@@ -387,6 +387,36 @@ def test_a_restarted_actor_node_goes_on_from_the_counters_of_the_last_checkpoint
             assert again.actor.steps >= again.actor.random_steps  # past the warm-up: acts by its policy
         again.run(1, None, checkpointed)  # taken on once: a later call passing it again changes nothing
         assert again.actor.state()[counter] == 602
+        # a process restarted before any checkpoint went on from zero; a state passed later (the driver retrying a
+        # call that failed while the process lived on) does not roll it back
+        third.on_restart()
+        third.run(5, None, None)
+        third.run(1, None, checkpointed)
+        assert third.actor.state()[counter] == 12
+    finally:
+        first.close()
+        again.close()
+        third.close()
+
+
+def test_a_resumed_actor_node_takes_the_parameters_of_its_call_whatever_version_was_checkpointed():
+    """The checkpointed state holds the version the dead process had adopted; the new process holds none yet, so
+    the parameters its first call brings are adopted even when the learner's version has not moved since."""
+    from shoal.agents.pg.config import PPOConfig
+    from shoal.config import to_dict
+    from shoal.envs import env_spec
+    from shoal.topologies.nodes import ActorNode, NodeContext
+
+    ctx = NodeContext("ppo", to_dict(PPOConfig(num_envs=1)), "CartPole-v1", env_spec("CartPole-v1"), 100, 0)
+    first, again = ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2), ActorNode(ctx, 0, 1, env_seed=11, actor_seed=2)
+    try:
+        variables = (7, {k: v.clone() for k, v in first.actor.net.state_dict().items()})
+        first.actor.load_variables(*variables)  # what a call bringing them adopts first
+        checkpointed = first.state()
+        assert checkpointed["actor"]["version"] == 7
+        again.on_restart()
+        again.resume(checkpointed)
+        assert again.actor.version == -1
     finally:
         first.close()
         again.close()

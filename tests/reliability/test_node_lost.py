@@ -366,13 +366,20 @@ def test_learner_ranks_go_to_the_drivers_node_when_actors_are_placed_by_resource
         nodes = ray.nodes
         monkeypatch.setattr(ray, "nodes", lambda: nodes() + holders)
         selector = backend._group_selector(gpus + 1)
-        assert selector == {"ray.io/node-id": f"!in({'a' * 56}, {'b' * 56})"}
+        assert selector == {"ray.io/node-id": f"!in({'a' * 56},{'b' * 56})"}
         group = real(bundles=[{"CPU": 0.01}], strategy="PACK", bundle_label_selector=[selector])
         try:
             assert group.wait(timeout_seconds=30)
             assert set(pg.placement_group_table(group)["bundles_to_node_id"].values()) == {here}
         finally:
             pg.remove_placement_group(group)
+        # and Ray honours the exclusion: with this (only) node among the holders, the group is not placed
+        holders.append({"NodeID": here, "Alive": True, "Resources": {"shoal_no_such_resource": 1.0}})
+        excluded = real(bundles=[{"CPU": 0.01}], strategy="PACK", bundle_label_selector=[backend._group_selector(gpus + 1)])
+        try:
+            assert not excluded.wait(timeout_seconds=3)
+        finally:
+            pg.remove_placement_group(excluded)
     finally:
         backend.shutdown()
 

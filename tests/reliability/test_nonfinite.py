@@ -686,3 +686,7 @@ def test_the_guard_judges_each_value_in_its_own_width_and_misses_no_nan_among_mi
     assert not guard.check(loss, {"net": [p]}, {"obs": torch.ones(2, dtype=torch.bfloat16), "reward": half})
     assert guard.skipped == 1 and guard.last_skipped
     assert guard.check(torch.tensor(1.0, dtype=torch.float64), {}, {"empty": torch.zeros(0)})
+    images = torch.zeros(4, 3, 96, 96)  # a field too large to join with the others: tested on its own
+    assert guard.check(loss, {}, {"obs": images, "reward": torch.ones(4)})
+    images[2, 1, 50, 7] = float("inf")
+    assert not guard.check(loss, {}, {"obs": images, "reward": torch.ones(4)})

@@ -38,3 +38,24 @@ def test_the_learner_sees_scaled_rewards_only_with_normalize_reward(tmp_path, mo
         assert np.allclose(rewards, 1.0)
     reported = [h["episode_return_mean"] for h in r.history if np.isfinite(h.get("episode_return_mean", np.nan))]
     assert reported and min(reported) >= 8  # the env's own returns (CartPole's episodes last 8 steps or more)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("topology", ["seed", "ga3c"])
+def test_env_workers_reward_statistics_are_checkpointed_in_cooperative_mode(tmp_path, topology):
+    """SEED's env workers and GA3C's agents scale rewards with statistics of their own: a checkpoint keeps them and a
+    resume gives them back, as the local topology's actors do."""
+    from shoal.io.checkpoint import list_checkpoints, load_checkpoint
+
+    algo = "ga3c" if topology == "ga3c" else "impala"
+    run = tmp_path / "run"
+    overrides = {"normalize_reward": True, "num_envs": 2, "rollout_length": 16, "eval_episodes": 1}
+    shoal.train(algo, "CartPole-v1", steps=2000, seed=0, run_dir=run, topology=topology, num_actors=2, quiet=True,
+                tensorboard=False, overrides=overrides)
+    tree, _ = load_checkpoint(list_checkpoints(run / "checkpoints")[-1])
+    saved = tree["program"]["actors"]
+    assert len(saved) == 2 and all(s["reward_norm"]["rms"]["count"] > 100 for s in saved), saved
+    r = shoal.train(resume=run, steps=2500, quiet=True, tensorboard=False)
+    tree, _ = load_checkpoint(list_checkpoints(r.run_dir / "checkpoints")[-1])
+    counts = [s["reward_norm"]["rms"]["count"] for s in tree["program"]["actors"]]
+    assert all(c > s["reward_norm"]["rms"]["count"] for c, s in zip(counts, saved)), counts  # went on from them
