@@ -32,7 +32,7 @@ from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
 from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit, idle_report
 from shoal.topologies.impala import ImpalaLearnerNode, ImpalaSettings, QueueNode
-from shoal.topologies.nodes import EnvRestarted, NodeContext, RestartingEnv
+from shoal.topologies.nodes import EnvRestarted, NodeContext, RestartingEnv, RewardStatsState
 from shoal.topologies.seed import _Trajectory
 
 
@@ -120,7 +120,7 @@ def _rows_by_agent(agent_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(int(a), np.flatnonzero(agent_ids == a)) for a in np.unique(agent_ids)]
 
 
-class AgentNode:
+class AgentNode(RewardStatsState):
     """Steps a vector env, asks the predictor for actions, and puts finished rollouts on the training queue."""
 
     def __init__(self, ctx: NodeContext, agent_id: int, env_seed: int, predictor: Any, queue: Any) -> None:
@@ -193,15 +193,6 @@ class AgentNode:
         return ActorReport(done * self.env.num_envs, returns, lengths,
                            data=idle_report(time.perf_counter() - t0, waited, blocked, self.env.take_restarts()),
                            actor_id=self.agent_id)
-
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps of this node: its reward normaliser's statistics (with ``normalize_reward``)."""
-        return {"reward_norm": self.reward_norm.state()} if self.reward_norm is not None else {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        if self.reward_norm is not None and "reward_norm" in state:
-            self.reward_norm.load_state(state["reward_norm"])
-            self.reward_norm.new_episodes()  # the envs start new episodes after a resume
 
     def close(self) -> None:
         self.env.close()

@@ -271,6 +271,22 @@ def _reseed_generators(obj: Any, seed: int, depth: int = 2, seen: set[int] | Non
             _reseed_generators(value, derive_seed(seed, name), depth - 1, seen)
 
 
+class RewardStatsState:
+    """``state``/``load_state`` of an env-stepping node whose only checkpointed state is its reward normaliser
+    (``self.reward_norm``, None without ``normalize_reward``): SEED's env workers, GA3C's agents."""
+
+    reward_norm: Any
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this node: its reward normaliser's statistics (with ``normalize_reward``)."""
+        return {"reward_norm": self.reward_norm.state()} if self.reward_norm is not None else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if self.reward_norm is not None and "reward_norm" in state:
+            self.reward_norm.load_state(state["reward_norm"])
+            self.reward_norm.new_episodes()  # the envs start new episodes after a resume
+
+
 class ActorNode:
     """Steps a vector env with one actor and reports episodes and the adder's data."""
 

@@ -39,7 +39,7 @@ from shoal.settings import RunConfig
 from shoal.topologies import IterationReport
 from shoal.topologies.asynchronous import AsyncProgram, actor_critic_misfit, idle_report
 from shoal.topologies.impala import QueueLearnerNode
-from shoal.topologies.nodes import EnvRestarted, NodeContext, RestartingEnv
+from shoal.topologies.nodes import EnvRestarted, NodeContext, RestartingEnv, RewardStatsState
 
 
 @dataclass
@@ -65,7 +65,7 @@ class SeedSettings:
                 "max_batch, batch_unrolls, queue_size and max_wait_s must be >= 0")
 
 
-class EnvWorkerNode:
+class EnvWorkerNode(RewardStatsState):
     """Steps a vector env; asks ``server`` for every action (it holds no network)."""
 
     def __init__(self, ctx: NodeContext, worker_id: int, num_envs: int, env_seed: int, server: Any) -> None:
@@ -128,15 +128,6 @@ class EnvWorkerNode:
         return ActorReport(num_steps * self.env.num_envs, returns, lengths,
                            data=idle_report(time.perf_counter() - t0, waited, blocked, self.env.take_restarts()),
                            actor_id=self.worker_id)
-
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps of this node: its reward normaliser's statistics (with ``normalize_reward``)."""
-        return {"reward_norm": self.reward_norm.state()} if self.reward_norm is not None else {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        if self.reward_norm is not None and "reward_norm" in state:
-            self.reward_norm.load_state(state["reward_norm"])
-            self.reward_norm.new_episodes()  # the envs start new episodes after a resume
 
     def close(self) -> None:
         self.env.close()
