@@ -48,3 +48,10 @@ def test_dqn_solves_cartpole_two_of_three_seeds(tmp_path: Path, flags: dict) -> 
 def test_dqn_prioritized_solves_mountain_car(tmp_path: Path) -> None:
     run = _train(tmp_path, "MountainCar-v0", seed=0, steps=200_000, prioritized=True)
     assert run.eval["mean_return"] >= -140, run.eval
+
+
+@pytest.mark.extended
+@pytest.mark.timeout(900)
+def test_dqn_solves_mountain_car_on_every_one_of_five_seeds(tmp_path: Path) -> None:
+    returns = [_train(tmp_path, "MountainCar-v0", seed, 200_000).eval["mean_return"] for seed in range(5)]
+    assert all(r >= -140 for r in returns), returns
