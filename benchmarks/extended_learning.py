@@ -3,7 +3,8 @@
 The slow set (``python -m pytest -m slow``) is kept within 90 minutes on a 2-core machine: it
 runs seed 0 of the multi-seed learning tests and one local backend plus Ray for each
 asynchronous topology. The tests marked ``extended`` hold the rest, with the same thresholds:
-two of three seeds for SAC, TD3, DDPG and both DQN variants, the other seeds of KL-penalty PPO,
+two of three seeds for SAC, TD3, DDPG and both DQN variants on CartPole, seeds 1-4 of DQN on
+MountainCar, the other seeds of KL-penalty PPO,
 REINFORCE and one-step actor-critic, the threaded (or in-process) variants of A3C, GA3C,
 GORILA, DPPO and SEED, APPO in-process, recurrent A2C, PPO under ``torch.compile``, GA3C on
 a private Ray instance, and the uninterrupted Ray runs of local PPO, Ape-X, SEED, A3C, GORILA, DPPO
@@ -11,7 +12,7 @@ and AlphaZero (the slow set kills those -9 and resumes them at the same budgets 
 script runs them and prints each test's outcome and duration, and the total; it exits non-zero
 if any failed.
 
-    python benchmarks/extended_learning.py            # all of them (about an hour here)
+    python benchmarks/extended_learning.py            # all of them (a little over an hour here)
     python benchmarks/extended_learning.py -k pendulum  # a subset, pytest's -k expression
 """
 

@@ -11,7 +11,22 @@ Both libraries train with exactly rl-zoo's Pendulum-v1 settings (hyperparams/sac
 256, buffer 1M, learning_starts 100 (uniform random actions until then), one gradient
 update per env step, tau 0.005, gamma 0.99, twin critics, automatic temperature from
 1.0 with target entropy -1, one env. shoal gets them as overrides of its config
-(:data:`SHOAL_AT_RL_ZOO`), SB3 as ``shoal.bench.peers.RL_ZOO_SAC_PENDULUM``.
+(:data:`SHOAL_AT_RL_ZOO`), SB3 as ``shoal.bench.peers.RL_ZOO_SAC_PENDULUM``. Both make 19,900
+gradient updates (one per env step after the first 100).
+
+Where the two SAC implementations differ (none changes the settings above):
+
+- shoal computes an update's policy and temperature losses through the critics as they were
+  before that update's critic step (every gradient of a step from the same weights); SB3
+  evaluates the policy loss after its critic optimiser has stepped;
+- the tanh log-density correction: shoal's exact ``2 (log 2 - u - softplus(-2u))``, SB3's
+  ``log(1 - tanh(u)**2 + 1e-6)`` (they differ only deep in the tanh's saturation);
+- shoal steps its numpy twin of Pendulum-v1 (the same dynamics, identical observations), SB3
+  ``gym.make`` under ``Monitor`` and ``DummyVecEnv``;
+- only shoal writes a run directory inside the timed span (10 checkpoints with the replay,
+  config, metrics): that counts against shoal.
+
+Each seed's pair runs shoal first on even seeds and SB3 first on odd ones.
 
 Per seed, shoal and SB3 run one after the other (interleaved, so machine load hits both
 alike), each in a fresh process with the same torch thread count and the same allocator
@@ -171,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     for o in args.shoal:
         common += ["--shoal", o]
     for seed in args.seeds:
-        for which in ("shoal", "sb3"):
+        for which in ("shoal", "sb3") if seed % 2 == 0 else ("sb3", "shoal"):
             if args.only and which != args.only:
                 continue
             r = run_worker(__file__, which, ["--seeds", str(seed), *common])

@@ -53,7 +53,10 @@ class LocalProgram(Program):
         variables = self.learner.call("get_variables")
         reports: list[Any] = []  # every attempt's: the env steps and episodes of a lost round happened too
         for attempt in range(self.LOST_ROUNDS + 1):
-            outs = [a.call("run", self.steps_per_actor, variables, num_returns=2) for a in self.actors]
+            # An actor that died between rounds (seen by a checkpoint) takes on its last checkpointed state now.
+            outs = [a.call("run", self.steps_per_actor, variables,
+                           self.restarts.last_states.get(i) if i in self.restarts.recovering else None, num_returns=2)
+                    for i, a in enumerate(self.actors)]
             try:
                 round_reports = [self._report_of(i, outs, variables) for i in range(len(self.actors))]
                 reports.extend(round_reports)
@@ -108,10 +111,30 @@ class LocalProgram(Program):
 
     def state(self) -> dict[str, Any]:
         learner_state = self.backend.get(self.learner.call("state"))
-        actor_states = self.backend.get([a.call("state") for a in self.actors])
+        refs = [a.call("state") for a in self.actors]
+        actor_states = [self._state_of(i, ref) for i, ref in enumerate(refs)]
         self.restarts.remember(actor_states)
         return {"learner": learner_state["learner"], "learner_node": {k: v for k, v in learner_state.items() if k != "learner"},
                 "actors": actor_states, "env_steps": self.env_steps}
+
+    def _state_of(self, i: int, ref: Any) -> Any:
+        """Actor ``i``'s node state for a checkpoint. If its process died between rounds, the death is counted and
+        the checkpoint keeps the state the restarted node takes on in its next round (its last checkpointed one),
+        or, with none yet, the new process's own."""
+        while True:
+            try:
+                state = self.backend.get(ref)
+                self.restarts.recovered(i)
+                return state
+            except NodeDied as e:
+                self.restarts.died(i, e, self.actors[i])
+            if i in self.restarts.last_states:
+                return self.restarts.last_states[i]
+            time.sleep(max(0.0, self.restarts.not_before[i] - time.monotonic()))
+            ref = self.actors[i].call("state")
+            ready, _ = self.backend.wait([ref], timeout=self.restarts.timeout_s)
+            if not ready:
+                self.restarts.check_overdue(time.monotonic())
 
     def load_state(self, state: dict[str, Any]) -> None:
         node_state = dict(state["learner_node"])

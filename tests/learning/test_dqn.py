@@ -51,7 +51,7 @@ def test_dqn_prioritized_solves_mountain_car(tmp_path: Path) -> None:
 
 
 @pytest.mark.extended
-@pytest.mark.timeout(900)
-def test_dqn_solves_mountain_car_on_every_one_of_five_seeds(tmp_path: Path) -> None:
-    returns = [_train(tmp_path, "MountainCar-v0", seed, 200_000).eval["mean_return"] for seed in range(5)]
-    assert all(r >= -140 for r in returns), returns
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("seed", range(1, 5))
+def test_dqn_solves_mountain_car_on_other_seeds(tmp_path: Path, seed: int) -> None:
+    assert _train(tmp_path, "MountainCar-v0", seed, 200_000).eval["mean_return"] >= -140
